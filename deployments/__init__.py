@@ -1,0 +1,1 @@
+"""Ray Serve applications (typed builders) and their serve config YAML."""

@@ -1,0 +1,109 @@
+"""Pre-training job: Ray Data streams catalog + query log into Ray Train workers; MLflow logs and registers.
+
+    vitrine pretrain [--config FILE] [--train.max_steps=200 ...]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.common import absolute, catalog_index, ray_session
+from vitrine import registry
+from vitrine.catalog.derive import derive_queries
+from vitrine.catalog.io import read_table
+from vitrine.catalog.schema import clean_judgments
+from vitrine.config import PretrainJob, flatten
+from vitrine.errors import VitrineError
+from vitrine.features import Featurizer, PairBuilder
+from vitrine.model.encoders import resolve_text_encoder
+from vitrine.train.ray_train import run_trainer
+
+log = logging.getLogger(__name__)
+
+
+def load_query_log(job: PretrainJob, catalog: pa.Table) -> tuple[pa.Table, str]:
+    """The training query log and its provenance ('file:<path>' or 'derived from catalog attributes')."""
+    ids = set(catalog.column("product_id").to_pylist())
+    if job.data.queries:
+        queries, report = clean_judgments(read_table(job.data.queries), ids, source=job.data.queries)
+        if report.issues:
+            log.warning("query log: %s", report.summary())
+        return queries, f"file:{job.data.queries}"
+    return derive_queries(catalog, seed=job.train.seed), "derived from catalog attributes"
+
+
+def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table) -> Any:
+    """Ray Data pipeline: read Parquet -> (query, product) pairs -> tokenized, decoded tensors."""
+    import ray.data
+
+    dc = job.data
+    ds = ray.data.read_parquet(files, columns=["product_id", "title", "image"], shuffle="files",
+                               num_cpus=dc.cpus_per_data_task)
+    ds = ds.map_batches(PairBuilder, fn_constructor_kwargs={"queries": queries, "min_label": dc.min_label},
+                        batch_format="pyarrow", batch_size=256, compute=ray.data.ActorPoolStrategy(size=1),
+                        num_cpus=dc.cpus_per_data_task)
+    ds = ds.map_batches(
+        Featurizer,
+        fn_constructor_kwargs={"tokenizer_dir": str(resolve_text_encoder(job.model.text_encoder)),
+                               "image_size": dc.image_size, "max_query_len": dc.max_query_len,
+                               "max_title_len": dc.max_title_len, "keep_ids": False},
+        batch_format="numpy", batch_size=64, compute=ray.data.ActorPoolStrategy(size=dc.data_actors),
+        num_cpus=dc.cpus_per_data_task,
+    )
+    return ds
+
+
+def _run(job: PretrainJob) -> dict[str, Any]:
+    """Train, log to MLflow, register the model and point ``tracking.alias`` at it."""
+    workdir = absolute(job.workdir)
+    exp_id = registry.setup(job.tracking, workdir)
+    catalog, report, files = catalog_index(job.data.catalog)
+    queries, query_source = load_query_log(job, catalog)
+    if queries.num_rows == 0:
+        raise VitrineError(f"no usable (query, product) pairs in {job.data.queries or job.data.catalog}; "
+                           "check the query log's product ids against the catalog")
+    run_name = f"pretrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = registry.start_run(exp_id, run_name, tags={"vitrine.job": "pretrain"})
+    registry.log_params(run_id, flatten(job))
+    registry.log_params(run_id, {
+        "data.catalog_rows": report.rows_in, "data.catalog_rows_kept": report.rows_out,
+        "data.query_rows": queries.num_rows, "data.query_source": query_source,
+        "data.catalog_files": ",".join(Path(f).name for f in files)[:500],
+    })
+    try:
+        dataset = build_dataset(job, files, queries)
+        result = run_trainer(job, dataset, workdir / "ray_train", run_name, run_id)
+        if result.error:
+            raise result.error
+        with result.checkpoint.as_directory() as ckpt:
+            registry.log_artifacts(run_id, Path(ckpt) / "model", "model")
+        final = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+        registry.log_metrics(run_id, {f"final_{k}": v for k, v in final.items()}, step=int(final.get("step", 0)))
+    except BaseException:
+        registry.end_run(run_id, "FAILED")
+        raise
+    registry.end_run(run_id)
+    version = registry.register_model(job.tracking.model_name, run_id, job.tracking.alias,
+                                      tags={"query_source": query_source})
+    uri = f"models:/{job.tracking.model_name}@{job.tracking.alias}"
+    log.info("pretrain done: run %s, %s version %s (%s)", run_id, job.tracking.model_name, version, uri)
+    return {"run_id": run_id, "model_name": job.tracking.model_name, "version": version, "model_uri": uri,
+            "metrics": final}
+
+
+def run(job: PretrainJob) -> dict[str, Any]:
+    """Run the job in the current Ray cluster, or in a local Ray instance started (and stopped) for it."""
+    with ray_session():
+        return _run(job)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m pipelines.pretrain`` (same flags as ``vitrine pretrain``)."""
+    from vitrine.cli import main as cli_main
+
+    return cli_main(["pretrain", *(argv or [])])

@@ -1,0 +1,58 @@
+"""Serve job: start Ray Serve with the search application on ``serve.host:serve.port``.
+
+    vitrine serve [--model_uri=models:/vitrine@champion] [--serve.port=8000]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pipelines.common import absolute, ensure_ray
+from vitrine import registry
+from vitrine.config import ServeConfig, ServeJob, TrackingConfig
+
+log = logging.getLogger(__name__)
+
+
+def start(model_uri: str, workdir: str, serve_cfg: ServeConfig, tracking: TrackingConfig) -> str:
+    """Deploy the application and return its base URL (Ray must be running)."""
+    from ray import serve
+
+    from deployments.search_app import SearchAppArgs, build_app
+
+    uri = registry.resolve_tracking_uri(tracking, workdir)
+    args = SearchAppArgs(model_uri=model_uri or f"models:/{tracking.model_name}@{tracking.alias}",
+                         workdir=str(absolute(workdir)), tracking_uri=uri, max_batch_size=serve_cfg.max_batch_size,
+                         batch_wait_timeout_s=serve_cfg.batch_wait_timeout_s,
+                         num_replicas=serve_cfg.num_replicas, default_k=serve_cfg.default_k)
+    serve.start(http_options={"host": serve_cfg.host, "port": serve_cfg.port})
+    serve.run(build_app(args), name="vitrine", route_prefix="/")
+    return f"http://{serve_cfg.host}:{serve_cfg.port}"
+
+
+def run(job: ServeJob) -> dict[str, Any]:
+    """Deploy; when ``blocking``, keep serving until interrupted, then shut Serve down."""
+    from ray import serve
+
+    registry.setup(job.tracking, absolute(job.workdir))
+    ensure_ray()
+    url = start(job.model_uri, job.workdir, job.serve, job.tracking)
+    print(f"Vitrine is serving at {url}  (POST {url}/search, GET {url}/model, docs at {url}/docs)", flush=True)
+    if job.blocking:
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            log.info("shutting down")
+        finally:
+            serve.shutdown()
+    return {"url": url}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m pipelines.serve``."""
+    from vitrine.cli import main as cli_main
+
+    return cli_main(["serve", *(argv or [])])

@@ -1,0 +1,1 @@
+"""Catalog contract, validation, importers, image decoding and derived query logs."""

@@ -1,0 +1,47 @@
+"""Reading and writing catalog / judgments Parquet (a file or a directory of part files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vitrine.errors import CatalogError
+
+
+def parquet_files(path: str | Path) -> list[Path]:
+    """The Parquet files behind ``path`` (itself, or the sorted ``*.parquet`` files of a directory)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(p.glob("*.parquet"))
+        if files:
+            return files
+        raise CatalogError(f"directory '{path}' holds no *.parquet files; point at a Parquet file or part dir")
+    raise CatalogError(f"'{path}' does not exist; pass a Parquet file or a directory of Parquet part files")
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file or directory into one table, with a clear error for unreadable files."""
+    tables = []
+    for f in parquet_files(path):
+        try:
+            schema = pq.read_schema(f)
+            cols = [c for c in columns if c in schema.names] if columns else None
+            tables.append(pq.read_table(f, columns=cols))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CatalogError(f"'{f}' is not a readable Parquet file: {exc}") from None
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowInvalid as exc:
+        raise CatalogError(f"the part files of '{path}' have incompatible schemas: {exc}") from None
+
+
+def write_table(table: pa.Table, path: str | Path, row_group_size: int = 1024) -> Path:
+    """Write a table to one Parquet file, creating parent directories."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, p, row_group_size=row_group_size)
+    return p

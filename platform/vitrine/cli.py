@@ -1,0 +1,103 @@
+"""The ``vitrine`` command: one subcommand per pipeline, each with ``--config FILE`` and ``--key=value`` overrides.
+
+    vitrine pretrain --config configs/cpu.yaml --train.max_steps=200
+    vitrine index --index.factory=HNSW32
+    vitrine serve --serve.port=8000
+    vitrine demo
+    vitrine import myntra ../shared/data/myntra --out data/myntra
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Any
+
+from vitrine.config import DemoJob, IndexJob, PretrainJob, ServeJob, flatten, load_config
+from vitrine.errors import VitrineError
+
+JOBS: dict[str, tuple[type, str, str]] = {
+    "pretrain": (PretrainJob, "pipelines.pretrain", "Pre-train the three towers with Ray Train; register the model."),
+    "index": (IndexJob, "pipelines.embed_index", "Embed the catalog with Ray Data and build the FAISS index."),
+    "serve": (ServeJob, "pipelines.serve", "Serve the query tower + index over HTTP with Ray Serve."),
+    "demo": (DemoJob, "pipelines.demo", "Run pretrain -> index -> serve -> search on the bundled sample."),
+}
+
+log = logging.getLogger("vitrine")
+
+
+def _keys_epilog(cls: type) -> str:
+    lines = ["config keys (override with --key=value; defaults shown):"]
+    for key, value in flatten(cls()).items():
+        lines.append(f"  --{key}={value!r}" if isinstance(value, str) else f"  --{key}={value}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (subcommands, each with --config and free-form overrides)."""
+    parser = argparse.ArgumentParser(prog="vitrine", description="Vitrine: text-to-multimodal product search.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (cls, _, help_text) in JOBS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_keys_epilog(cls),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", help="YAML file with config sections (see configs/)")
+        p.add_argument("overrides", nargs="*", metavar="--key=value", help="config overrides")
+    imp = sub.add_parser("import", help="Import a dataset into the catalog contract (Parquet).",
+                         description="Import Myntra / Home Depot Parquet or a CSV/JSONL manifest + image folder.")
+    imp.add_argument("kind", choices=["myntra", "homedepot", "folder"])
+    imp.add_argument("source", help="dataset dir (myntra, homedepot) or manifest .csv/.jsonl (folder)")
+    imp.add_argument("--out", required=True, help="output directory (catalog.parquet [+ judgments.parquet])")
+    imp.add_argument("--images", help="image folder for 'folder' imports (default: the manifest's folder)")
+    return parser
+
+
+def _run_import(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from vitrine.catalog.importers import IMPORTERS
+    from vitrine.catalog.io import write_table
+
+    fn = IMPORTERS[args.kind]
+    catalog, judgments, report = fn(args.source, args.images) if args.kind == "folder" else fn(args.source)
+    out = Path(args.out)
+    write_table(catalog, out / "catalog.parquet")
+    if judgments is not None:
+        write_table(judgments, out / "judgments.parquet")
+    print(f"catalog: {report.summary()}")
+    print(f"wrote {out / 'catalog.parquet'}" + (f" and {out / 'judgments.parquet'}" if judgments is not None else ""))
+    return {"rows": catalog.num_rows, "issues": report.counts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, configure logging, run the job; user errors print one line and exit 2."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv if argv is not None else sys.argv[1:])
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("urllib3", "filelock", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        if args.command == "import":
+            if unknown:
+                parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+            _run_import(args)
+            return 0
+        cls, module, _ = JOBS[args.command]
+        bad = [u for u in unknown if not (u.startswith("--") and "=" in u)]
+        if bad:
+            parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --train.max_steps=10)")
+        job = load_config(cls, args.config, [*args.overrides, *unknown])
+        importlib.import_module(module).run(job)
+        return 0
+    except VitrineError as exc:
+        print(f"vitrine {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vitrine {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

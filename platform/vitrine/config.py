@@ -1,0 +1,279 @@
+"""Job configuration: frozen dataclasses, loaded from YAML plus ``--key=value`` overrides.
+
+One dataclass per job (``PretrainJob``, ``IndexJob``, ``ServeJob``, ``DemoJob``), each composed of the
+shared sections below. Unknown keys and ill-typed values raise ``ConfigError`` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from vitrine.errors import ConfigError
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+SAMPLE_CATALOG = str(SAMPLE_DIR / "myntra_sample.parquet")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the catalog and query log live and how rows become tensors."""
+
+    catalog: str = SAMPLE_CATALOG  # Parquet file or directory of part files
+    queries: str = ""  # query-log Parquet (query, product_id, label); "" = derive from catalog attributes
+    image_size: int = 96  # square side images are resized to; 224 for the GPU recipe
+    max_query_len: int = 16
+    max_title_len: int = 32
+    min_label: float = 0.0  # query-log rows with label <= min_label are not positives
+    data_actors: int = 1  # Ray Data actors decoding images and tokenizing
+    cpus_per_data_task: float = 0.25  # logical CPUs per Ray Data task/actor (leave room beside train workers)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The three towers and the fusion; encoder names resolve to shipped weights or a local path."""
+
+    text_encoder: str = "minilm"  # "minilm" (shipped) or a local Hugging Face checkpoint directory
+    image_encoder: str = "mobilenet_v2"  # "mobilenet_v2" (shipped ImageNet) or a local HF vision checkpoint
+    embed_dim: int = 256
+    share_text_encoders: bool = False  # one transformer for query and title (separate heads either way)
+    modal_adaptation: bool = True  # per-product title/image weights; False = fixed mean of the two
+    freeze_image_layers: int = 14  # MobileNetV2 feature blocks kept frozen (0 = train all, 19 = all frozen)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and Ray Train scaling."""
+
+    batch_size: int = 32  # per worker
+    max_steps: int = 60
+    lr: float = 3e-5  # encoder learning rate
+    head_lr: float = 1e-3  # projection heads, gate and temperature
+    weight_decay: float = 0.01
+    temperature: float = 0.05  # initial value of the learnable softmax temperature
+    learn_temperature: bool = True
+    num_workers: int = 2
+    cpus_per_worker: float = 0.5  # fractional so Ray Data tasks always find a CPU on small machines
+    use_gpu: str = "auto"  # "auto" | "true" | "false"
+    checkpoint_every: int = 50
+    log_every: int = 10
+    shuffle_buffer: int = 256  # rows in Ray Data's local shuffle buffer
+    align_weight: float = 0.5  # weight of the title<->image alignment term
+    torch_threads: int = 1  # intra-op threads per worker (0 = torch default)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking and registry; an empty URI means ``$MLFLOW_TRACKING_URI`` or sqlite in the workdir."""
+
+    tracking_uri: str = ""
+    experiment: str = "vitrine"
+    model_name: str = "vitrine"
+    alias: str = "champion"
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """A FAISS index described by a factory string, a metric and search-time parameters."""
+
+    factory: str = "Flat"
+    metric: str = "ip"  # "ip" (cosine on normalised vectors) or "l2"
+    search_params: dict[str, Any] = field(default_factory=dict)  # e.g. {"efSearch": 128} or {"nprobe": 16}
+    embed_batch_size: int = 64
+    embed_concurrency: int = 1
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Ray Serve application settings."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch_size: int = 16
+    batch_wait_timeout_s: float = 0.005
+    num_replicas: int = 1
+    default_k: int = 10
+
+
+@dataclass(frozen=True)
+class PretrainJob:
+    """``vitrine pretrain``: train the three towers, log and register the model."""
+
+    workdir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass(frozen=True)
+class IndexJob:
+    """``vitrine index``: embed the catalog with a registered model and build its FAISS index."""
+
+    workdir: str = "runs"
+    model_uri: str = ""  # models:/<name>@<alias> or a local model dir; "" = tracking.model_name@alias
+    data: DataConfig = field(default_factory=DataConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass(frozen=True)
+class ServeJob:
+    """``vitrine serve``: host the query tower and the index behind HTTP."""
+
+    workdir: str = "runs"
+    model_uri: str = ""
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    blocking: bool = True
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    """``vitrine demo``: pretrain -> register -> embed + index -> serve -> search, on the bundled sample."""
+
+    workdir: str = "runs/demo"
+    queries: tuple[str, ...] = ("red tshirt for men", "women black handbag", "blue jeans", "sports shoes")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check and convert one value against its annotation, raising ConfigError on mismatch."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in {"true", "false", "yes", "no", "1", "0"}:
+            return value.lower() in {"true", "yes", "1"}
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, bool):  # e.g. use_gpu: false -> "false"
+            return str(value).lower()
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return str(value)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(tp)[0], key) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys by name."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain nested dict of a config (for YAML dumps and MLflow params)."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted-key view of a config, e.g. ``{"train.lr": 3e-5}``."""
+    out: dict[str, Any] = {}
+    for k, v in (to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg).items():
+        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["train.lr=1e-4", "--model.embed_dim=128"]`` into a nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        text = item[2:] if item.startswith("--") else item
+        if "=" not in text:
+            raise ConfigError(f"override '{item}' must look like --section.key=value")
+        key, raw = text.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with an earlier override of '{part}'")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(cls: type[T], path: str | None = None, overrides: list[str] | None = None) -> T:
+    """Defaults, then the YAML file (if any), then overrides: the job config ``cls``."""
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+        data = loaded
+    data = _merge(data, parse_overrides(overrides or []))
+    return from_dict(cls, data)

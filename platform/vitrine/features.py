@@ -1,0 +1,96 @@
+"""Row -> tensor preprocessing run inside Ray Data tasks: tokenize queries and titles, decode and resize images.
+
+``Featurizer`` is a callable class so each Ray Data actor loads its tokenizer once, not once per batch.
+``PairBuilder`` joins a (small, broadcast) query log onto streamed catalog batches.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from vitrine.catalog.images import decode_batch
+
+
+def id_hash(ids: list[str] | np.ndarray) -> np.ndarray:
+    """Stable int64 hashes of product ids (used to mask duplicates of the positive across workers)."""
+    return np.array([zlib.crc32(str(i).encode()) for i in ids], dtype=np.int64)
+
+
+def trim_padding(ids: Any, mask: Any) -> tuple[Any, Any]:
+    """Drop padding columns no row uses (numpy or torch): rows are padded to the configured maximum, but
+    most queries and titles are far shorter, and attention cost grows with the padded width."""
+    width = max(1, int(mask.sum(1).max()))
+    return ids[:, :width], mask[:, :width]
+
+
+class Tokenize:
+    """A fast tokenizer loaded once; pads to a fixed length so batches stack without collation."""
+
+    def __init__(self, tokenizer_dir: str | Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+    def __call__(self, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """Texts -> (ids, mask), both (B, max_len) int64."""
+        enc = self.tokenizer([str(t) for t in texts], padding="max_length", truncation=True, max_length=max_len,
+                             return_tensors="np")
+        return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+
+class Featurizer:
+    """Ray Data ``map_batches`` callable: catalog (+ query) rows -> model-ready numpy columns."""
+
+    def __init__(self, tokenizer_dir: str, image_size: int, max_query_len: int, max_title_len: int,
+                 keep_ids: bool = True) -> None:
+        self.keep_ids = keep_ids
+        self.tokenize = Tokenize(tokenizer_dir)
+        self.image_size = image_size
+        self.max_query_len = max_query_len
+        self.max_title_len = max_title_len
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Adds t_ids/t_mask/image/has_image/image_failed/pid_hash (and q_ids/q_mask when a query column exists)."""
+        ids = [str(i) for i in batch["product_id"]]
+        out: dict[str, np.ndarray] = {"product_id": np.asarray(ids, dtype=object)} if self.keep_ids else {}
+        out["t_ids"], out["t_mask"] = self.tokenize(list(batch["title"]), self.max_title_len)
+        images = list(batch["image"]) if "image" in batch else [None] * len(ids)
+        out["image"], out["has_image"], _ = decode_batch(images, self.image_size)
+        out["image_failed"] = np.array([bool(b) for b in images]) & ~out["has_image"]
+        out["pid_hash"] = id_hash(ids)
+        if "query" in batch:
+            out["q_ids"], out["q_mask"] = self.tokenize(list(batch["query"]), self.max_query_len)
+        return out
+
+
+class PairBuilder:
+    """Ray Data ``map_batches`` callable: one output row per (query, product) pair of a catalog batch.
+
+    The query log is passed in whole (it is text-only and small next to the image catalog) and indexed by
+    product id once per actor; catalog rows then stream through without a shuffle join.
+    """
+
+    def __init__(self, queries: pa.Table, min_label: float = 0.0) -> None:
+        self.by_product: dict[str, list[str]] = defaultdict(list)
+        for q, pid, label in zip(queries.column("query").to_pylist(), queries.column("product_id").to_pylist(),
+                                 queries.column("label").to_pylist(), strict=True):
+            if label is not None and label > min_label:
+                self.by_product[pid].append(q)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """Catalog rows -> (query, product_id, title, image) rows; products without queries emit nothing."""
+        take: list[int] = []
+        queries: list[str] = []
+        for i, pid in enumerate(batch.column("product_id").to_pylist()):
+            for q in self.by_product.get(pid, ()):
+                take.append(i)
+                queries.append(q)
+        cols = [c for c in ("product_id", "title", "image") if c in batch.schema.names]
+        out = batch.select(cols).take(pa.array(take, pa.int64()))
+        return out.append_column("query", pa.array(queries, pa.string()))

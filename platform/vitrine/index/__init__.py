@@ -1,0 +1,1 @@
+"""Catalog embedding (Ray Data) and FAISS index building, saving and loading."""

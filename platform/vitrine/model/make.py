@@ -1,0 +1,110 @@
+"""The MAKE three-tower model: query tower, title tower, image tower, and Modal Adaptation fusion.
+
+MAKE (WWW 2023) states: separate query and title text encoders plus an image encoder, and a Modal Adaptation
+module weighing title vs image per product. Where the abstract is silent, Vitrine chooses:
+- the fusion weights come from the product's own projected title and image vectors (a small gate MLP), so
+  the product vector is query-independent and can be indexed once;
+- products without an image get weight (1, 0): their vector is exactly their title vector (no NaN/zero);
+- query and title projections start from the *same* weights, so the untrained model equals the zero-shot
+  MiniLM bi-encoder rather than random noise; training then specialises them.
+Models return dicts; losses consume them (see ``vitrine.losses``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitrine.config import ModelConfig
+from vitrine.model.encoders import (
+    ImageEncoder,
+    TextEncoder,
+    resolve_image_weights,
+    resolve_text_encoder,
+)
+
+
+class ModalAdaptation(nn.Module):
+    """Per-product convex weights over (title, image) from the product's own projected features."""
+
+    def __init__(self, dim: int, enabled: bool = True) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.gate = nn.Sequential(nn.Linear(2 * dim, dim // 4), nn.GELU(), nn.Linear(dim // 4, 2))
+        nn.init.zeros_(self.gate[2].weight)
+        with torch.no_grad():
+            self.gate[2].bias.copy_(torch.tensor([1.0, -1.0]))  # start title-led (0.88 / 0.12)
+
+    def forward(self, title: torch.Tensor, image: torch.Tensor, has_image: torch.Tensor) -> torch.Tensor:
+        """(B, D), (B, D), (B,) bool -> (B, 2) weights summing to 1; (1, 0) where there is no image."""
+        if self.enabled:
+            logits = self.gate(torch.cat([title, image], dim=-1)).float()
+        else:
+            logits = torch.zeros(title.shape[0], 2, device=title.device)
+        logits = logits.masked_fill(~has_image.unsqueeze(-1) & torch.tensor([False, True], device=title.device),
+                                    float("-inf"))
+        return logits.softmax(dim=-1)
+
+
+class MakeModel(nn.Module):
+    """Query, title and image towers with fused, L2-normalised product vectors."""
+
+    def __init__(self, cfg: ModelConfig, pretrained: bool = True, text_hf_config: dict | None = None,
+                 image_hf_config: dict | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        text_src = resolve_text_encoder(cfg.text_encoder) if pretrained else None
+        self.query_encoder = TextEncoder(text_hf_config, source=text_src)
+        if cfg.share_text_encoders:
+            self.title_encoder = self.query_encoder
+        else:
+            self.title_encoder = copy.deepcopy(self.query_encoder)
+        kind = "mobilenet_v2" if cfg.image_encoder == "mobilenet_v2" else "hf"
+        image_src = resolve_image_weights(cfg.image_encoder) if pretrained else None
+        self.image_encoder = ImageEncoder(kind, cfg.freeze_image_layers, source=image_src,
+                                          hf_config=image_hf_config)
+        d = cfg.embed_dim
+        self.query_proj = nn.Linear(self.query_encoder.dim, d)
+        nn.init.orthogonal_(self.query_proj.weight)
+        nn.init.zeros_(self.query_proj.bias)
+        self.title_proj = copy.deepcopy(self.query_proj)
+        self.image_proj = nn.Linear(self.image_encoder.dim, d)
+        self.modal = ModalAdaptation(d, enabled=cfg.modal_adaptation)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.05)))
+
+    def set_temperature(self, temperature: float, learnable: bool) -> None:
+        """Initial softmax temperature, and whether training may change it."""
+        with torch.no_grad():
+            self.logit_scale.fill_(math.log(1 / temperature))
+        self.logit_scale.requires_grad_(learnable)
+
+    def encode_query(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Query tower: (B, L) tokens -> {"query": (B, D) unit vectors}."""
+        q = self.query_proj(self.query_encoder(input_ids, attention_mask))
+        return {"query": F.normalize(q.float(), dim=-1)}
+
+    def encode_product(self, title_ids: torch.Tensor, title_mask: torch.Tensor, image: torch.Tensor,
+                       has_image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Product tower: title tokens + uint8 images -> fused, title and image unit vectors and modal weights."""
+        title = F.normalize(self.title_proj(self.title_encoder(title_ids, title_mask)).float(), dim=-1)
+        has_image = has_image.bool()
+        if bool(has_image.any()):
+            img = F.normalize(self.image_proj(self.image_encoder(image)).float(), dim=-1)
+        else:  # a whole batch without images: skip the CNN
+            img = torch.zeros_like(title)
+        weights = self.modal(title, img, has_image)  # (B, 2)
+        img = torch.where(has_image.unsqueeze(-1), img, torch.zeros_like(img))
+        fused = weights[:, :1] * title + weights[:, 1:] * img
+        return {"product": F.normalize(fused, dim=-1), "title": title, "image": img,
+                "modal_weights": weights, "has_image": has_image}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A training batch -> every embedding the losses need, plus the logit scale."""
+        out = self.encode_query(batch["q_ids"], batch["q_mask"])
+        out.update(self.encode_product(batch["t_ids"], batch["t_mask"], batch["image"], batch["has_image"]))
+        out["logit_scale"] = self.logit_scale.exp().clamp(max=100.0)
+        return out

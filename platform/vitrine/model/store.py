@@ -1,0 +1,88 @@
+"""The model directory: safetensors weights + JSON configs + tokenizer files, self-contained and pickle-free.
+
+Layout::
+
+    model.safetensors     all weights (shared query/title weights stored once)
+    vitrine_model.json    ModelConfig, preprocessing settings, encoder architecture configs, checksum
+    tokenizer/            the text tokenizer's files
+
+Loading rebuilds the architecture from the JSON (no original checkpoint needed) and then loads the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from vitrine.config import DataConfig, ModelConfig
+from vitrine.errors import RegistryError
+from vitrine.model.encoders import resolve_text_encoder
+from vitrine.model.make import MakeModel
+
+WEIGHTS = "model.safetensors"
+META = "vitrine_model.json"
+TOKENIZER = "tokenizer"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model_dir(model: MakeModel, data: DataConfig, out: str | Path, extra: dict[str, Any] | None = None
+                   ) -> Path:
+    """Write ``model`` to a self-contained directory and return it."""
+    from transformers import AutoTokenizer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)
+    save_model(model, str(out / WEIGHTS))
+    AutoTokenizer.from_pretrained(str(resolve_text_encoder(model.cfg.text_encoder))).save_pretrained(
+        str(out / TOKENIZER))
+    meta = {
+        "format": 1,
+        "model": dataclasses.asdict(model.cfg),
+        "preprocess": {"image_size": data.image_size, "max_query_len": data.max_query_len,
+                       "max_title_len": data.max_title_len},
+        "text_hf_config": model.query_encoder.hf_config(),
+        "image_hf_config": model.image_encoder.hf_config(),
+        "weights_sha256": file_sha256(out / WEIGHTS),
+        **(extra or {}),
+    }
+    (out / META).write_text(json.dumps(meta, indent=1, default=str))
+    return out
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a model directory, with a clear error if it is not one."""
+    meta_path = Path(path) / META
+    if not meta_path.is_file():
+        raise RegistryError(f"'{path}' is not a Vitrine model directory (no {META}); "
+                            "pass a directory written by `vitrine pretrain` or a models:/<name>@<alias> URI")
+    return json.loads(meta_path.read_text())
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tuple[MakeModel, dict[str, Any]]:
+    """Rebuild a MakeModel from a model directory; refuses weights whose checksum does not match."""
+    path = Path(path)
+    meta = read_meta(path)
+    if file_sha256(path / WEIGHTS) != meta["weights_sha256"]:
+        raise RegistryError(f"weights in '{path}' do not match the checksum in {META}; the artifact is "
+                            "corrupt or was modified. Re-download it or re-run `vitrine pretrain`.")
+    cfg = ModelConfig(**meta["model"])
+    model = MakeModel(cfg, pretrained=False, text_hf_config=meta["text_hf_config"],
+                      image_hf_config=meta["image_hf_config"])
+    load_model(model, str(path / WEIGHTS), device=str(device))
+    model.to(device).eval()
+    return model, meta

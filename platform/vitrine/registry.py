@@ -1,0 +1,176 @@
+"""Every MLflow call: tracking set-up, run logging, model registration, aliases and URI resolution.
+
+Default: a sqlite database and an artifact folder inside the job's workdir (no server needed); set
+``tracking.tracking_uri`` or ``$MLFLOW_TRACKING_URI`` to use an MLflow server instead. Promotion moves a
+registry alias (never a stage). Models are plain artifact directories (see ``vitrine.model.store``); a model
+version's tags point at its index artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitrine.config import TrackingConfig
+from vitrine.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+INDEX_TAG = "vitrine.index_uri"
+MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def resolve_tracking_uri(cfg: TrackingConfig, workdir: str | Path) -> str:
+    """The tracking URI in force: config, then ``$MLFLOW_TRACKING_URI``, then sqlite in the workdir."""
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    path = Path(workdir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'mlflow.db'}"
+
+
+def setup(cfg: TrackingConfig, workdir: str | Path) -> str:
+    """Point MLflow at the tracking store and make sure the experiment exists; returns its id."""
+    import mlflow
+
+    uri = resolve_tracking_uri(cfg, workdir)
+    mlflow.set_tracking_uri(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # Ray workers and Serve replicas inherit it
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(cfg.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:"):
+        location = (Path(workdir).resolve() / "mlartifacts").as_uri()
+    return client.create_experiment(cfg.experiment, artifact_location=location)
+
+
+def client():  # noqa: ANN201 - mlflow type imported lazily
+    """An MlflowClient on the configured tracking URI."""
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def start_run(experiment_id: str, run_name: str, tags: dict[str, str] | None = None) -> str:
+    """Create a run and return its id (the caller logs to it by id, from any process)."""
+    run = client().create_run(experiment_id, run_name=run_name, tags=tags or {})
+    return run.info.run_id
+
+
+def log_params(run_id: str, params: dict[str, Any]) -> None:
+    """Log a flat dict of params (values stringified, long ones cut to MLflow's limit)."""
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client().log_batch(run_id, params=items[i:i + 100])
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+    """Log numeric metrics at a step."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client().log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+
+
+def log_artifacts(run_id: str, local_dir: str | Path, artifact_path: str) -> str:
+    """Upload a directory as run artifacts; returns its ``runs:/`` URI."""
+    client().log_artifacts(run_id, str(local_dir), artifact_path)
+    return f"runs:/{run_id}/{artifact_path}"
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    """Mark a run finished (or FAILED)."""
+    client().set_terminated(run_id, status)
+
+
+def register_model(name: str, run_id: str, alias: str | None, tags: dict[str, str] | None = None) -> str:
+    """Register ``runs:/<run_id>/model`` as a new version of ``name`` and point ``alias`` at it."""
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        c.create_registered_model(name)
+    mv = c.create_model_version(name, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags or {})
+    if alias:
+        c.set_registered_model_alias(name, alias, mv.version)
+    log.info("registered %s version %s%s", name, mv.version, f" as @{alias}" if alias else "")
+    return str(mv.version)
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    """Move ``alias`` of model ``name`` to ``version``."""
+    client().set_registered_model_alias(name, alias, version)
+
+
+def set_version_tag(name: str, version: str, key: str, value: str) -> None:
+    """Tag one model version (e.g. with its index URI)."""
+    client().set_model_version_tag(name, version, key, value)
+
+
+@dataclass
+class ResolvedModel:
+    """A model resolved to a local directory, with its registry coordinates when it came from one."""
+
+    local_dir: Path
+    name: str = ""
+    version: str = ""
+    alias: str = ""
+    run_id: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def index_uri(self) -> str:
+        """The index artifact URI recorded on the model version ('' if none was built yet)."""
+        return self.tags.get(INDEX_TAG, "")
+
+
+def resolve_model(uri: str, cache_dir: str | Path) -> ResolvedModel:
+    """``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a local model dir -> local files + metadata."""
+    from mlflow.exceptions import MlflowException
+
+    m = MODEL_URI.match(uri)
+    if not m:
+        path = Path(uri)
+        if path.is_dir():
+            return ResolvedModel(local_dir=path)
+        raise RegistryError(f"model '{uri}' is neither models:/<name>@<alias>, models:/<name>/<version> "
+                            "nor an existing local model directory")
+    c = client()
+    name, alias, version = m["name"], m["alias"] or "", m["version"] or ""
+    try:
+        mv = c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot resolve '{uri}' in the registry at {c.tracking_uri}: {exc.message}. "
+                            "Train one with `vitrine pretrain` or check the name/alias.") from None
+    local = Path(cache_dir) / name / str(mv.version)
+    if not (local / "model" / "vitrine_model.json").is_file():
+        tmp = local.with_name(local.name + ".part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        download(mv.source, tmp)
+        shutil.rmtree(local, ignore_errors=True)
+        tmp.rename(local)
+    return ResolvedModel(local_dir=local / "model", name=name, version=str(mv.version), alias=alias,
+                         run_id=mv.run_id or "", tags=dict(mv.tags))
+
+
+def download(artifact_uri: str, dst: str | Path) -> Path:
+    """Download a ``runs:/`` (or any MLflow) artifact URI into ``dst``; returns the local path."""
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(dst)))

@@ -1,0 +1,1 @@
+"""Training: a Ray-free loop (``loop``) and the thin Ray Train shell around it (``ray_train``)."""

@@ -1,0 +1,125 @@
+"""Ray Train glue: the per-worker loop around ``vitrine.train.loop`` and the ``TorchTrainer`` that runs it.
+
+Rank 0 logs metrics to MLflow and writes checkpoints (model dir + optimizer state); every worker reports
+at the same steps, so ``ray.train.report`` stays a barrier. A restarted run resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitrine import registry
+from vitrine.config import PretrainJob, from_dict, to_dict
+from vitrine.train.loop import build_optimizer, load_state, save_state, to_device, train_step
+
+log = logging.getLogger(__name__)
+
+
+def _resolve_use_gpu(value: str) -> bool:
+    if value == "auto":
+        import ray
+
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return value.lower() in ("true", "1", "yes")
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: build, maybe resume, train for ``max_steps``, checkpoint, report."""
+    import ray.train
+    import ray.train.torch
+    from safetensors.torch import load_model
+
+    from vitrine.model.make import MakeModel
+    from vitrine.model.store import WEIGHTS, save_model_dir
+
+    job = from_dict(PretrainJob, config["job"])
+    tc = job.train
+    if tc.torch_threads:
+        torch.set_num_threads(tc.torch_threads)
+    torch.manual_seed(tc.seed)
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    model = MakeModel(job.model)
+    model.set_temperature(tc.temperature, tc.learn_temperature)
+    optimizer = build_optimizer(model, tc)
+    step, epoch = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            load_model(model, str(Path(d) / "model" / WEIGHTS))
+            state = load_state(Path(d))
+            optimizer.load_state_dict(state["optimizer"])
+            step, epoch = int(state["step"]), int(state["epoch"])
+        log.info("rank %d resumed from step %d (epoch %d)", rank, step, epoch)
+    device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    shard = ray.train.get_dataset_shard("train")
+    run_id = config.get("mlflow_run_id") if rank == 0 else None
+    if run_id:
+        import mlflow
+
+        mlflow.set_tracking_uri(config["tracking_uri"])
+    t0, seen = time.perf_counter(), 0
+    failed_images = 0
+    while step < tc.max_steps:
+        for batch in shard.iter_torch_batches(batch_size=tc.batch_size, drop_last=True,
+                                              local_shuffle_buffer_size=tc.shuffle_buffer or None):
+            failed_images += int(batch["image_failed"].sum())
+            metrics = train_step(ddp, to_device(batch, device), optimizer, tc)
+            step += 1
+            seen += tc.batch_size
+            metrics["samples_per_s"] = seen * ctx.get_world_size() / (time.perf_counter() - t0)
+            metrics.update(epoch=epoch, step=step, images_undecodable=failed_images)
+            last = step >= tc.max_steps
+            if step % tc.checkpoint_every == 0 or last:
+                with tempfile.TemporaryDirectory() as tmp:
+                    if rank == 0:
+                        save_model_dir(model, job.data, Path(tmp) / "model", extra={"train_step": step})
+                        save_state(Path(tmp), optimizer, step, epoch)
+                        ckpt = ray.train.Checkpoint.from_directory(tmp)
+                    else:
+                        ckpt = None
+                    ray.train.report(metrics, checkpoint=ckpt)
+            elif step % tc.log_every == 0:
+                ray.train.report(metrics)
+            if run_id and (step % tc.log_every == 0 or last):
+                try:
+                    registry.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "step"}, step=step)
+                except Exception as exc:  # tracking is best effort: a tracking outage must not kill training
+                    log.warning("could not log metrics to MLflow at step %d: %s", step, exc)
+            if last:
+                break
+        epoch += 1
+
+
+def run_trainer(job: PretrainJob, dataset: Any, storage: Path, run_name: str, mlflow_run_id: str | None
+                ) -> Any:
+    """Build and fit the ``TorchTrainer``; returns Ray Train's ``Result``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    use_gpu = _resolve_use_gpu(job.train.use_gpu)
+    resources = {"CPU": job.train.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": to_dict(job), "mlflow_run_id": mlflow_run_id,
+                           "tracking_uri": registry.resolve_tracking_uri(job.tracking, job.workdir)},
+        scaling_config=ScalingConfig(num_workers=job.train.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=run_name, storage_path=str(storage.resolve()),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=2)),
+        datasets={"train": dataset},
+    )
+    return trainer.fit()

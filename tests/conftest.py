@@ -1,0 +1,33 @@
+"""Shared fixtures: the bundled sample and ../shared/data (skip when absent); offline settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "platform" / "vitrine" / "sample"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("RAY_ADDRESS", None)
+
+
+@pytest.fixture(scope="session")
+def sample_catalog() -> Path:
+    """The bundled 2,000-product Myntra sample (real products with images)."""
+    return SAMPLE / "myntra_sample.parquet"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip the test with the reason."""
+    if not (SHARED_DATA / "myntra").is_dir():
+        pytest.skip(f"full datasets not present at {SHARED_DATA}")
+    return SHARED_DATA
