@@ -104,6 +104,9 @@ def _run(job: IndexJob) -> dict[str, Any]:
                    "catalog_rows_skipped": report.rows_in - report.rows_out,
                    "mean_image_weight": float(np.mean(emb.column("image_weight").to_numpy()))}
         registry.log_metrics(run_id, metrics)
+        registry.log_histogram(run_id, emb.column("image_weight").to_numpy(), "modal_weights.png",
+                               title=f"Modal Adaptation: image weight per product ({model.name} v{model.version})",
+                               xlabel="image weight (title weight = 1 - image weight)")
         index_uri = registry.log_artifacts(run_id, index_dir, "index")
         registry.log_artifacts(run_id, out / "embeddings", "embeddings")
     except BaseException:

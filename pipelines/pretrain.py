@@ -16,6 +16,7 @@ from pipelines.common import absolute, catalog_index, ray_session
 from vitrine import registry
 from vitrine.catalog.derive import derive_queries
 from vitrine.catalog.io import read_table
+from vitrine.catalog.keywords import mine_keywords
 from vitrine.catalog.schema import clean_judgments
 from vitrine.config import PretrainJob, flatten
 from vitrine.errors import VitrineError
@@ -37,14 +38,16 @@ def load_query_log(job: PretrainJob, catalog: pa.Table) -> tuple[pa.Table, str]:
     return derive_queries(catalog, seed=job.train.seed), "derived from catalog attributes"
 
 
-def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table) -> Any:
+def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
+                  keywords: dict[str, list[str]] | None = None) -> Any:
     """Ray Data pipeline: read Parquet -> (query, product) pairs -> tokenized, decoded tensors."""
     import ray.data
 
     dc = job.data
     ds = ray.data.read_parquet(files, columns=["product_id", "title", "image"], shuffle="files",
                                num_cpus=dc.cpus_per_data_task)
-    ds = ds.map_batches(PairBuilder, fn_constructor_kwargs={"queries": queries, "min_label": dc.min_label},
+    ds = ds.map_batches(PairBuilder, fn_constructor_kwargs={"queries": queries, "min_label": dc.min_label,
+                                                          "keywords": keywords},
                         batch_format="pyarrow", batch_size=256, compute=ray.data.ActorPoolStrategy(size=1),
                         num_cpus=dc.cpus_per_data_task)
     ds = ds.map_batches(
@@ -75,8 +78,14 @@ def _run(job: PretrainJob) -> dict[str, Any]:
         "data.query_rows": queries.num_rows, "data.query_source": query_source,
         "data.catalog_files": ",".join(Path(f).name for f in files)[:500],
     })
+    keywords = None
+    if job.loss.keyword_enhancement:
+        keywords = mine_keywords(queries, catalog, k=job.loss.num_keywords, min_label=job.data.min_label)
+        with_kw = sum(1 for v in keywords.values() if v)
+        registry.log_params(run_id, {"data.products_with_keywords": with_kw})
+        log.info("keyword enhancement: keywords mined for %d of %d products", with_kw, len(keywords))
     try:
-        dataset = build_dataset(job, files, queries)
+        dataset = build_dataset(job, files, queries, keywords)
         result = run_trainer(job, dataset, workdir / "ray_train", run_name, run_id)
         if result.error:
             raise result.error

@@ -64,9 +64,26 @@ class TrainConfig:
     checkpoint_every: int = 50
     log_every: int = 10
     shuffle_buffer: int = 256  # rows in Ray Data's local shuffle buffer
-    align_weight: float = 0.5  # weight of the title<->image alignment term
     torch_threads: int = 1  # intra-op threads per worker (0 = torch default)
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Objectives, negatives and their weights (each idea of the papers is a switch for ablations)."""
+
+    w_query_product: float = 1.0  # query <-> fused product InfoNCE (both directions)
+    w_query_title: float = 0.2  # query <-> title alignment
+    w_query_image: float = 0.1  # query <-> image alignment (products with an image)
+    w_title_image: float = 0.5  # title <-> image alignment (products with an image)
+    visual_task: str = "contrastive"  # "contrastive" | "regression" | "none": masked-patch visual pre-training
+    w_visual: float = 0.2
+    mask_ratio: float = 0.25  # share of image grid cells masked for the visual task
+    keyword_enhancement: bool = True  # keyword-enhanced query view + same-query masking
+    num_keywords: int = 3
+    w_keyword: float = 0.5  # enhanced query <-> product InfoNCE, and raw -> enhanced query consistency
+    gather_negatives: bool = True  # cross-worker negatives (all-gather); False = each worker's own batch
+    memory_bank: int = 256  # recent product embeddings kept as extra negatives (0 = off)
 
 
 @dataclass(frozen=True)
@@ -110,6 +127,7 @@ class PretrainJob:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -144,6 +162,7 @@ class DemoJob:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from vitrine.catalog.images import decode_batch
+from vitrine.catalog.keywords import enhance
 
 
 def id_hash(ids: list[str] | np.ndarray) -> np.ndarray:
@@ -66,6 +67,9 @@ class Featurizer:
         out["pid_hash"] = id_hash(ids)
         if "query" in batch:
             out["q_ids"], out["q_mask"] = self.tokenize(list(batch["query"]), self.max_query_len)
+            out["q_hash"] = id_hash([str(q).lower() for q in batch["query"]])
+        if "query_kw" in batch:
+            out["kq_ids"], out["kq_mask"] = self.tokenize(list(batch["query_kw"]), self.max_query_len)
         return out
 
 
@@ -76,21 +80,32 @@ class PairBuilder:
     product id once per actor; catalog rows then stream through without a shuffle join.
     """
 
-    def __init__(self, queries: pa.Table, min_label: float = 0.0) -> None:
+    def __init__(self, queries: pa.Table, min_label: float = 0.0,
+                 keywords: dict[str, list[str]] | None = None) -> None:
         self.by_product: dict[str, list[str]] = defaultdict(list)
         for q, pid, label in zip(queries.column("query").to_pylist(), queries.column("product_id").to_pylist(),
                                  queries.column("label").to_pylist(), strict=True):
             if label is not None and label > min_label:
                 self.by_product[pid].append(q)
+        self.keywords = keywords
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """Catalog rows -> (query, product_id, title, image) rows; products without queries emit nothing."""
+        """Catalog rows -> (query, product_id, title, image[, query_kw]) rows; products without queries emit none.
+
+        With keywords, ``query_kw`` is the keyword-enhanced query (Keyword Enhancement's training view).
+        """
         take: list[int] = []
         queries: list[str] = []
+        enhanced: list[str] = []
         for i, pid in enumerate(batch.column("product_id").to_pylist()):
             for q in self.by_product.get(pid, ()):
                 take.append(i)
                 queries.append(q)
+                if self.keywords is not None:
+                    enhanced.append(enhance(q, self.keywords.get(pid, [])))
         cols = [c for c in ("product_id", "title", "image") if c in batch.schema.names]
         out = batch.select(cols).take(pa.array(take, pa.int64()))
-        return out.append_column("query", pa.array(queries, pa.string()))
+        out = out.append_column("query", pa.array(queries, pa.string()))
+        if self.keywords is not None:
+            out = out.append_column("query_kw", pa.array(enhanced, pa.string()))
+        return out

@@ -1,7 +1,14 @@
-"""Contrastive losses as pure functions of embeddings, with an explicit cross-worker gather.
+"""Contrastive losses as pure functions of embeddings, an explicit cross-worker gather, and a memory bank.
 
-``gather_with_grad`` all-gathers embeddings from every worker while keeping the local slice's gradient
-(the cross-device negatives of the SIGIR 2023 paper); at world size 1 it is the identity.
+Cross-device negatives (SIGIR 2023): ``gather_with_grad`` all-gathers embeddings from every worker and puts
+the local tensor back in its slot, so the local slice keeps its gradient; every worker then computes the
+loss over the *whole* gathered batch (all rows are anchors), which makes each worker's loss equal to the
+single-process loss on the concatenated batch and its gradient w.r.t. local embeddings exact. DDP averages
+parameter gradients over workers, so the training step scales the backward loss by the world size
+(``world_size()``). At world size 1 the gather is the identity.
+
+False negatives: candidates that share an id column with the anchor (the same product, or the same query
+text) are masked, never negatives; ids are (B, K) int64 hashes.
 """
 
 from __future__ import annotations
@@ -9,11 +16,19 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
+
+from vitrine.config import LossConfig
+
+
+def world_size() -> int:
+    """Number of training workers (1 without a process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """(B, ...) local -> (W*B, ...) from all workers; gradient flows to the local part only."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    """(B, ...) local -> (W*B, ...) from all workers; gradient flows to the local slice only."""
+    if world_size() == 1:
         return x
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.detach().contiguous())
@@ -21,51 +36,130 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def rank_offset(batch_size: int) -> int:
-    """Index of this worker's first row in a gathered batch."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return 0
-    return dist.get_rank() * batch_size
+def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, a_ids: torch.Tensor, b_ids: torch.Tensor,
+             valid: torch.Tensor | None = None, b_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """InfoNCE of anchors ``a`` (B, D) against candidates ``b`` (N >= B, D); row i's positive is b[i].
 
-
-def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, a_ids: torch.Tensor,
-             b_ids: torch.Tensor, offset: int = 0, valid: torch.Tensor | None = None,
-             b_valid: torch.Tensor | None = None) -> torch.Tensor:
-    """InfoNCE of local rows ``a`` (B, D) against candidates ``b`` (N, D); row i's positive is b[offset + i].
-
-    Candidates sharing the positive's id (the same product twice in a batch) are masked, never negatives.
-    ``valid`` (B,) / ``b_valid`` (N,) drop rows and candidates (e.g. products without an image); the mean
-    is over valid rows, and zero (with a graph) when there are none.
+    ``a_ids`` (B, K) / ``b_ids`` (N, K): a candidate equal to the anchor in any id column is masked (a
+    duplicate of the positive is never a negative). ``valid`` (B,) weights anchors (mean over valid rows;
+    0 when none); ``b_valid`` (N,) > 0 marks usable candidates.
     """
     logits = scale * a @ b.t()  # (B, N)
     rows = torch.arange(a.shape[0], device=a.device)
-    target = rows + offset
-    drop = a_ids.unsqueeze(1) == b_ids.unsqueeze(0)
+    drop = (a_ids.unsqueeze(1) == b_ids.unsqueeze(0)).any(-1)  # (B, N)
     if b_valid is not None:
         drop |= ~(b_valid > 0).unsqueeze(0)
-    drop[rows, target] = False
-    losses = F.cross_entropy(logits.masked_fill(drop, float("-inf")), target, reduction="none")
+    drop[rows, rows] = False
+    losses = F.cross_entropy(logits.masked_fill(drop, float("-inf")), rows, reduction="none")
     if valid is None:
         return losses.mean()
     return (losses * valid).sum() / valid.sum().clamp(min=1)
 
 
-def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor,
-                       valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Both directions of InfoNCE between paired rows, with negatives gathered from every worker."""
-    a_all, b_all, ids_all = gather_with_grad(a), gather_with_grad(b), gather_with_grad(ids)
-    v_all = gather_with_grad(valid) if valid is not None else None
-    off = rank_offset(a.shape[0])
-    return 0.5 * (info_nce(a, b_all, scale, ids, ids_all, off, valid, v_all)
-                  + info_nce(b, a_all, scale, ids, ids_all, off, valid, v_all))
+def pair_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor,
+              valid: torch.Tensor | None = None, bank: tuple[torch.Tensor, torch.Tensor] | None = None
+              ) -> torch.Tensor:
+    """Symmetric InfoNCE over already-gathered pairs (a_i, b_i); ``bank`` adds extra b-side negatives."""
+    b_cand, b_ids, b_valid = b, ids, valid
+    if bank is not None and bank[0].shape[0] > 0:
+        b_cand = torch.cat([b, bank[0]])
+        b_ids = torch.cat([ids, bank[1]])
+        if valid is not None:
+            b_valid = torch.cat([valid, torch.ones(bank[0].shape[0], device=valid.device)])
+    forward = info_nce(a, b_cand, scale, ids, b_ids, valid, b_valid)
+    backward = info_nce(b, a, scale, ids, ids, valid, valid)
+    return 0.5 * (forward + backward)
 
 
-def make_loss(out: dict[str, torch.Tensor], ids: torch.Tensor, align_weight: float = 0.5
+class MemoryBank(nn.Module):
+    """FIFO queue of recent product embeddings (no gradient) used as extra negatives.
+
+    The SIGIR 2023 paper names a memory bank without its staleness policy. Vitrine keeps a bounded queue
+    (not a momentum encoder): entries are at most ``size / global_batch`` steps old, which with the small
+    sizes used here keeps them close to the current encoder while multiplying the negatives per anchor;
+    ``size=0`` turns it off. Each entry keeps its id hashes so duplicates of a positive stay masked.
+    """
+
+    def __init__(self, size: int, dim: int, id_cols: int = 2) -> None:
+        super().__init__()
+        self.size = size
+        self.register_buffer("feats", torch.zeros(size, dim), persistent=False)
+        self.register_buffer("ids", torch.full((size, id_cols), -1, dtype=torch.int64), persistent=False)
+        self.count = 0  # total entries ever enqueued
+        self.ptr = 0
+
+    def __len__(self) -> int:
+        return min(self.count, self.size)
+
+    def negatives(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current entries, oldest first: (n, D) features and (n, K) ids."""
+        n = len(self)
+        if n < self.size:
+            return self.feats[:n], self.ids[:n]
+        order = torch.cat([torch.arange(self.ptr, self.size), torch.arange(0, self.ptr)]).to(self.feats.device)
+        return self.feats[order], self.ids[order]
+
+    @torch.no_grad()
+    def enqueue(self, feats: torch.Tensor, ids: torch.Tensor) -> None:
+        """Append a (gathered) batch, overwriting the oldest entries."""
+        if self.size == 0:
+            return
+        feats, ids = feats.detach()[-self.size:], ids[-self.size:]
+        idx = (torch.arange(feats.shape[0], device=feats.device) + self.ptr) % self.size
+        self.feats[idx] = feats.to(self.feats.dtype)
+        self.ids[idx] = ids
+        self.ptr = int((self.ptr + feats.shape[0]) % self.size)
+        self.count += feats.shape[0]
+
+
+def visual_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, task: str) -> torch.Tensor:
+    """The visual pre-training task on masked patches: (M, F) predictions vs their true (detached) features.
+
+    ``contrastive`` (the SIGIR 2023 choice): each prediction must pick its own patch's true feature among
+    all masked patches of the batch (InfoNCE). ``regression``: the masked-feature-regression baseline
+    (MSE between L2-normalised vectors).
+    """
+    if pred.shape[0] == 0:
+        return pred.sum() * 0.0
+    pred, target = F.normalize(pred.float(), dim=-1), F.normalize(target.float().detach(), dim=-1)
+    if task == "regression":
+        return (pred - target).pow(2).sum(-1).mean()
+    logits = scale * pred @ target.t()
+    return F.cross_entropy(logits, torch.arange(pred.shape[0], device=pred.device))
+
+
+def make_loss(out: dict[str, torch.Tensor], ids: torch.Tensor, cfg: LossConfig, bank: MemoryBank | None = None
               ) -> dict[str, torch.Tensor]:
-    """Query<->product InfoNCE plus title<->image alignment on products that have an image."""
+    """Every weighted term of the pre-training objective, plus their sum as ``loss``.
+
+    ``ids`` (B, 2): product-id hash and query-text hash per row. Negatives come from every worker when
+    ``cfg.gather_negatives``; the memory bank adds product-side negatives to the query -> product terms.
+    """
+    gather = gather_with_grad if cfg.gather_negatives else (lambda x: x)
     scale = out["logit_scale"]
-    terms = {"query_product": symmetric_info_nce(out["query"], out["product"], scale, ids)}
-    terms["title_image"] = symmetric_info_nce(out["title"], out["image"], scale, ids,
-                                             out["has_image"].float())
-    terms["loss"] = terms["query_product"] + align_weight * terms["title_image"]
+    q, p, t, im = (gather(out[k]) for k in ("query", "product", "title", "image"))
+    all_ids = gather(ids)
+    if not cfg.keyword_enhancement:
+        all_ids = all_ids[:, :1]  # without Keyword Enhancement, only duplicates of the product are masked
+    has = gather(out["has_image"].float())
+    negatives = bank.negatives() if bank is not None and len(bank) else None
+    if negatives is not None:
+        negatives = (negatives[0], negatives[1][:, : all_ids.shape[1]])
+    terms = {
+        "query_product": pair_loss(q, p, scale, all_ids, bank=negatives),
+        "query_title": pair_loss(q, t, scale, all_ids),
+        "query_image": pair_loss(q, im, scale, all_ids, valid=has),
+        "title_image": pair_loss(t, im, scale, all_ids[:, :1], valid=has),
+    }
+    weights = {"query_product": cfg.w_query_product, "query_title": cfg.w_query_title,
+               "query_image": cfg.w_query_image, "title_image": cfg.w_title_image}
+    if cfg.keyword_enhancement and "query_kw" in out:
+        qk = gather(out["query_kw"])
+        terms["keyword_product"] = pair_loss(qk, p, scale, all_ids, bank=negatives)
+        terms["keyword_consistency"] = (1.0 - (q * qk.detach()).sum(-1)).mean()
+        weights["keyword_product"] = weights["keyword_consistency"] = cfg.w_keyword
+    if cfg.visual_task != "none" and "visual_pred" in out:
+        terms["visual"] = visual_loss(out["visual_pred"], out["visual_target"], scale, cfg.visual_task)
+        weights["visual"] = cfg.w_visual
+    terms["loss"] = sum(weights[k] * v for k, v in terms.items())
     return terms

@@ -91,6 +91,21 @@ def log_artifacts(run_id: str, local_dir: str | Path, artifact_path: str) -> str
     return f"runs:/{run_id}/{artifact_path}"
 
 
+def log_histogram(run_id: str, values: Any, name: str, title: str, xlabel: str, bins: int = 40) -> None:
+    """Log a histogram plot (PNG artifact) of ``values`` to a run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(values, bins=bins, range=(0.0, 1.0), color="#3a7bd5")
+    ax.set(title=title, xlabel=xlabel, ylabel="products")
+    fig.tight_layout()
+    client().log_figure(run_id, fig, name)
+    plt.close(fig)
+
+
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     """Mark a run finished (or FAILED)."""
     client().set_terminated(run_id, status)

@@ -46,6 +46,13 @@ def test_pretrain_logged_and_registered(chain):
     run = client.get_run(trained["run_id"])
     assert run.data.params["train.max_steps"] == "4"
     assert run.data.params["data.query_source"] == "derived from catalog attributes"
+    switches = {k: run.data.params[k] for k in ("model.modal_adaptation", "loss.keyword_enhancement",
+                                                 "loss.visual_task", "loss.memory_bank", "loss.gather_negatives")}
+    assert switches == {"model.modal_adaptation": "True", "loss.keyword_enhancement": "True",
+                        "loss.visual_task": "contrastive", "loss.memory_bank": "256", "loss.gather_negatives": "True"}
+    assert int(run.data.params["data.products_with_keywords"]) > 200
+    history = {k: client.get_metric_history(trained["run_id"], k) for k in ("visual", "keyword_product")}
+    assert all(len(v) == 4 for v in history.values())
     assert run.info.status == "FINISHED"
     assert trained["metrics"]["step"] == 4
     assert [m.step for m in client.get_metric_history(trained["run_id"], "loss")] == [1, 2, 3, 4]
@@ -65,6 +72,8 @@ def test_every_product_embedded_exactly_once(chain):
     assert indexed["recall_at_10_vs_flat"] == 1.0
     mv = mlflow.MlflowClient().get_model_version("e2e-model", chain["trained"]["version"])
     assert mv.tags["vitrine.index_uri"] == indexed["index_uri"]
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(indexed["run_id"])}
+    assert "modal_weights.png" in plots
 
 
 def test_serve_http_search_finds_product_by_its_title(chain):

@@ -261,7 +261,7 @@ def test_flatten_gives_dotted_keys():
     # every dataclass field appears once, under its section
     expected = {"workdir"} | {
         f"{section}.{f.name}"
-        for section in ("data", "model", "train", "tracking")
+        for section in ("data", "model", "train", "loss", "tracking")
         for f in dataclasses.fields(getattr(PretrainJob(), section))
     }
     assert set(flat) == expected

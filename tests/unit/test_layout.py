@@ -19,3 +19,12 @@ def test_stdlib_platform_still_imports_from_repo_root():
             "print(platform.system())")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "Linux"
+
+
+def test_every_shipped_config_loads():
+    from vitrine.config import PretrainJob, load_config
+
+    files = sorted((REPO / "configs").rglob("*.yaml"))
+    assert len(files) >= 8
+    for f in files:
+        load_config(PretrainJob, str(f))

@@ -133,8 +133,8 @@ class ImageEncoder(nn.Module):
         """Architecture config for HF vision backbones (None for the torchvision CNN)."""
         return None if self.kind == "mobilenet_v2" else self.backbone.config.to_dict()
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, S, S, 3) uint8 -> (B, F) features."""
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, S, 3) uint8 -> pooled (B, F) and the spatial grid of patch features (B, N, F)."""
         x = images.permute(0, 3, 1, 2).float().div(255.0)
         x = (x - self.mean) / self.std
         if self.kind == "mobilenet_v2":
@@ -144,7 +144,8 @@ class ImageEncoder(nn.Module):
                     x = block(x)
             for block in blocks[self.freeze_layers:]:
                 x = block(x)
-            return x.mean(dim=(2, 3))
+            return x.mean(dim=(2, 3)), x.flatten(2).transpose(1, 2)
         out = self.backbone(pixel_values=x)
         pooled = getattr(out, "pooler_output", None)
-        return pooled if pooled is not None else out.last_hidden_state[:, 0]
+        pooled = pooled if pooled is not None else out.last_hidden_state[:, 0]
+        return pooled, out.last_hidden_state[:, 1:]

@@ -7,6 +7,10 @@ module weighing title vs image per product. Where the abstract is silent, Vitrin
 - products without an image get weight (1, 0): their vector is exactly their title vector (no NaN/zero);
 - query and title projections start from the *same* weights, so the untrained model equals the zero-shot
   MiniLM bi-encoder rather than random noise; training then specialises them.
+The contrastive visual pre-training task (SIGIR 2023) is built here as masked patch prediction: grid cells
+of the input image are painted over, the image tower encodes the masked image, and ``visual_head`` predicts
+each masked cell's feature from the masked view; the targets are the same cells' features in the clean
+view (detached). ``vitrine.losses.visual_loss`` scores it contrastively (or by regression, the baseline).
 Models return dicts; losses consume them (see ``vitrine.losses``).
 """
 
@@ -74,6 +78,8 @@ class MakeModel(nn.Module):
         self.title_proj = copy.deepcopy(self.query_proj)
         self.image_proj = nn.Linear(self.image_encoder.dim, d)
         self.modal = ModalAdaptation(d, enabled=cfg.modal_adaptation)
+        f = self.image_encoder.dim
+        self.visual_head = nn.Sequential(nn.Linear(f, f), nn.GELU(), nn.Linear(f, f))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.05)))
 
     def set_temperature(self, temperature: float, learnable: bool) -> None:
@@ -92,19 +98,54 @@ class MakeModel(nn.Module):
         """Product tower: title tokens + uint8 images -> fused, title and image unit vectors and modal weights."""
         title = F.normalize(self.title_proj(self.title_encoder(title_ids, title_mask)).float(), dim=-1)
         has_image = has_image.bool()
+        grid = None
         if bool(has_image.any()):
-            img = F.normalize(self.image_proj(self.image_encoder(image)).float(), dim=-1)
+            pooled, grid = self.image_encoder(image)
+            img = F.normalize(self.image_proj(pooled).float(), dim=-1)
         else:  # a whole batch without images: skip the CNN
             img = torch.zeros_like(title)
         weights = self.modal(title, img, has_image)  # (B, 2)
         img = torch.where(has_image.unsqueeze(-1), img, torch.zeros_like(img))
         fused = weights[:, :1] * title + weights[:, 1:] * img
-        return {"product": F.normalize(fused, dim=-1), "title": title, "image": img,
-                "modal_weights": weights, "has_image": has_image}
+        out = {"product": F.normalize(fused, dim=-1), "title": title, "image": img,
+               "modal_weights": weights, "has_image": has_image}
+        if grid is not None:
+            out["image_grid"] = grid
+        return out
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A training batch -> every embedding the losses need, plus the logit scale."""
+    def masked_patches(self, image: torch.Tensor, has_image: torch.Tensor, grid: torch.Tensor,
+                       mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask grid cells of each image; predict their clean features: (M, F) predictions and targets."""
+        b, n, _ = grid.shape
+        side = int(round(n ** 0.5))
+        if side * side != n:
+            raise ValueError(f"image encoder grid of {n} patches is not square; the visual task needs one")
+        k = max(1, round(mask_ratio * n))
+        cells = torch.rand(b, n, device=image.device).argsort(dim=1)[:, :k]  # (B, k) masked cells per image
+        cell_mask = torch.zeros(b, n, dtype=torch.bool, device=image.device)
+        cell_mask.scatter_(1, cells, True)
+        cell_mask &= has_image.bool().unsqueeze(1)
+        size = image.shape[1]
+        pixel = cell_mask.view(b, 1, side, side).float()
+        pixel = F.interpolate(pixel, size=(size, size), mode="nearest").bool().squeeze(1)  # (B, S, S)
+        fill = torch.tensor([124, 116, 104], dtype=image.dtype, device=image.device)  # ImageNet mean colour
+        masked = torch.where(pixel.unsqueeze(-1), fill, image)
+        _, masked_grid = self.image_encoder(masked)
+        return self.visual_head(masked_grid[cell_mask]), grid[cell_mask].detach()
+
+    def forward(self, batch: dict[str, torch.Tensor], mask_ratio: float = 0.0) -> dict[str, torch.Tensor]:
+        """A training batch -> every embedding the losses need, plus the logit scale.
+
+        With ``kq_ids`` (keyword-enhanced queries) the query tower also encodes that view (``query_kw``);
+        with ``mask_ratio > 0`` the masked-patch predictions of the visual task are added.
+        """
         out = self.encode_query(batch["q_ids"], batch["q_mask"])
+        if "kq_ids" in batch:
+            out["query_kw"] = self.encode_query(batch["kq_ids"], batch["kq_mask"])["query"]
         out.update(self.encode_product(batch["t_ids"], batch["t_mask"], batch["image"], batch["has_image"]))
+        if mask_ratio > 0 and "image_grid" in out:
+            out["visual_pred"], out["visual_target"] = self.masked_patches(
+                batch["image"], out["has_image"], out.pop("image_grid"), mask_ratio)
+        out.pop("image_grid", None)
         out["logit_scale"] = self.logit_scale.exp().clamp(max=100.0)
         return out

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitrine.config import TrainConfig
+from vitrine.config import LossConfig, TrainConfig
 from vitrine.features import trim_padding
-from vitrine.losses import make_loss
+from vitrine.losses import MemoryBank, gather_with_grad, make_loss, world_size
 
 BATCH_KEYS = ("q_ids", "q_mask", "t_ids", "t_mask", "image", "has_image")
 STATE = "train_state.pt"
@@ -31,30 +31,50 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Trim padding and move the model inputs of a batch to ``device``."""
     out = dict(batch)
-    out["q_ids"], out["q_mask"] = trim_padding(batch["q_ids"], batch["q_mask"])
-    out["t_ids"], out["t_mask"] = trim_padding(batch["t_ids"], batch["t_mask"])
-    return {k: out[k].to(device, non_blocking=True) for k in (*BATCH_KEYS, "pid_hash")}
+    for ids, mask in (("q_ids", "q_mask"), ("t_ids", "t_mask"), ("kq_ids", "kq_mask")):
+        if ids in out:
+            out[ids], out[mask] = trim_padding(out[ids], out[mask])
+    keys = [k for k in (*BATCH_KEYS, "kq_ids", "kq_mask", "pid_hash", "q_hash") if k in out]
+    return {k: out[k].to(device, non_blocking=True) for k in keys}
+
+
+def row_ids(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, 2) id hashes per row: product id and query text (for masking false negatives)."""
+    q_hash = batch.get("q_hash", batch["pid_hash"])
+    return torch.stack([batch["pid_hash"], q_hash], dim=1)
 
 
 def train_step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-               cfg: TrainConfig) -> dict[str, float]:
-    """One optimisation step; returns the loss terms, in-batch top-1 accuracy and temperature as floats."""
+               loss_cfg: LossConfig, bank: MemoryBank | None = None) -> dict[str, float]:
+    """One optimisation step; returns every loss term, in-batch top-1 accuracy and temperature as floats.
+
+    The loss is computed over the batch gathered from all workers; its backward is scaled by the world size
+    because DDP averages gradients (see ``vitrine.losses``). The bank is filled after the step.
+    """
     model.train()
     use_bf16 = batch["q_ids"].is_cuda
+    mask_ratio = loss_cfg.mask_ratio if loss_cfg.visual_task != "none" else 0.0
+    if not loss_cfg.keyword_enhancement:
+        batch = {k: v for k, v in batch.items() if k not in ("kq_ids", "kq_mask")}
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-        out = model(batch)
-    terms = make_loss(out, batch["pid_hash"], align_weight=cfg.align_weight)
+        out = model(batch, mask_ratio=mask_ratio)
+    ids = row_ids(batch)
+    terms = make_loss(out, ids, loss_cfg, bank)
     optimizer.zero_grad(set_to_none=True)
-    terms["loss"].backward()
+    scale = world_size() if loss_cfg.gather_negatives else 1
+    (terms["loss"] * scale).backward()
     optimizer.step()
+    if bank is not None:
+        gather = gather_with_grad if loss_cfg.gather_negatives else (lambda x: x)
+        bank.enqueue(gather(out["product"].detach()), gather(ids))
     with torch.no_grad():
         acc = (out["query"] @ out["product"].t()).argmax(1).eq(torch.arange(len(out["query"]),
                                                                           device=out["query"].device))
     metrics = {k: float(v.detach()) for k, v in terms.items()}
     metrics["inbatch_acc"] = float(acc.float().mean())
     metrics["temperature"] = float(1.0 / out["logit_scale"].detach())
-    metrics["image_weight"] = float(out["modal_weights"].detach()[:, 1][out["has_image"]].mean()) if bool(
-        out["has_image"].any()) else 0.0
+    has = out["has_image"]
+    metrics["image_weight"] = float(out["modal_weights"].detach()[:, 1][has].mean()) if bool(has.any()) else 0.0
     return metrics
 
 

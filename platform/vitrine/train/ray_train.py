@@ -35,6 +35,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
     from safetensors.torch import load_model
 
+    from vitrine.losses import MemoryBank
     from vitrine.model.make import MakeModel
     from vitrine.model.store import WEIGHTS, save_model_dir
 
@@ -62,6 +63,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    bank = MemoryBank(job.loss.memory_bank, job.model.embed_dim).to(device) if job.loss.memory_bank else None
     shard = ray.train.get_dataset_shard("train")
     run_id = config.get("mlflow_run_id") if rank == 0 else None
     if run_id:
@@ -74,7 +76,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for batch in shard.iter_torch_batches(batch_size=tc.batch_size, drop_last=True,
                                               local_shuffle_buffer_size=tc.shuffle_buffer or None):
             failed_images += int(batch["image_failed"].sum())
-            metrics = train_step(ddp, to_device(batch, device), optimizer, tc)
+            metrics = train_step(ddp, to_device(batch, device), optimizer, job.loss, bank)
             step += 1
             seen += tc.batch_size
             metrics["samples_per_s"] = seen * ctx.get_world_size() / (time.perf_counter() - t0)
