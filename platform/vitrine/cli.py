@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import Any
 
-from vitrine.config import DemoJob, IndexJob, PretrainJob, ServeJob, flatten, load_config
+from vitrine.config import DemoJob, EvaluateJob, IndexJob, PretrainJob, ServeJob, flatten, load_config
 from vitrine.errors import VitrineError
 
 JOBS: dict[str, tuple[type, str, str]] = {
@@ -23,7 +23,11 @@ JOBS: dict[str, tuple[type, str, str]] = {
     "index": (IndexJob, "pipelines.embed_index", "Embed the catalog with Ray Data and build the FAISS index."),
     "serve": (ServeJob, "pipelines.serve", "Serve the query tower + index over HTTP with Ray Serve."),
     "demo": (DemoJob, "pipelines.demo", "Run pretrain -> index -> serve -> search on the bundled sample."),
+    "evaluate": (EvaluateJob, "pipelines.evaluate",
+                 "Score a model or baseline (bm25, pretrained) on judged queries over a full catalog."),
 }
+# `vitrine evaluate --model X --catalog Y` (space-separated) is accepted besides --model=X.
+EVALUATE_FLAGS = ("model", "catalog", "judgments", "k", "output", "run-output", "relevant-min", "gain-offset")
 
 log = logging.getLogger("vitrine")
 
@@ -44,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=_keys_epilog(cls),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", help="YAML file with config sections (see configs/)")
+        if name == "evaluate":
+            for flag in EVALUATE_FLAGS:
+                p.add_argument(f"--{flag}", dest=f"eval_{flag.replace('-', '_')}", default=None)
         p.add_argument("overrides", nargs="*", metavar="--key=value", help="config overrides")
     imp = sub.add_parser("import", help="Import a dataset into the catalog contract (Parquet).",
                          description="Import Myntra / Home Depot Parquet or a CSV/JSONL manifest + image folder.")
@@ -88,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         bad = [u for u in unknown if not (u.startswith("--") and "=" in u)]
         if bad:
             parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --train.max_steps=10)")
-        job = load_config(cls, args.config, [*args.overrides, *unknown])
+        flags = [f"--{k[5:]}={v}" for k, v in vars(args).items() if k.startswith("eval_") and v is not None]
+        job = load_config(cls, args.config, [*args.overrides, *unknown, *flags])
         importlib.import_module(module).run(job)
         return 0
     except VitrineError as exc:

@@ -143,6 +143,24 @@ class IndexJob:
 
 
 @dataclass(frozen=True)
+class EvaluateJob:
+    """``vitrine evaluate``: retrieve over a full catalog for every judged query and score the ranking."""
+
+    workdir: str = "runs"
+    model: str = ""  # models:/<name>@<alias> | a model dir | "bm25" | "pretrained" (zero-shot MiniLM)
+    catalog: str = str(SAMPLE_DIR / "homedepot_products.parquet")
+    judgments: str = str(SAMPLE_DIR / "homedepot_judgments.parquet")
+    k: int = 100
+    relevant_min: float = 2.0  # label >= relevant_min counts as relevant (Recall, MRR)
+    gain_offset: float = 1.0  # nDCG gain = max(0, label - gain_offset)
+    output: str = ""  # metrics JSON path ("" = none)
+    run_output: str = ""  # ranked results Parquet: query, product_id, rank, score
+    data: DataConfig = field(default_factory=DataConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass(frozen=True)
 class ServeJob:
     """``vitrine serve``: host the query tower and the index behind HTTP."""
 

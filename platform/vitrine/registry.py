@@ -106,6 +106,22 @@ def log_histogram(run_id: str, values: Any, name: str, title: str, xlabel: str, 
     plt.close(fig)
 
 
+def log_curve(run_id: str, curve: dict[int, float], name: str, title: str) -> None:
+    """Log a Recall@K line plot (PNG artifact) to a run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(list(curve), list(curve.values()), marker="o")
+    ax.set(title=title, xlabel="K", ylabel="Recall@K", xscale="log", ylim=(0, 1))
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    client().log_figure(run_id, fig, name)
+    plt.close(fig)
+
+
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     """Mark a run finished (or FAILED)."""
     client().set_terminated(run_id, status)

@@ -60,3 +60,28 @@ class QueryEncoder:
             q = self.model.encode_query(torch.as_tensor(ids, device=self.device),
                                         torch.as_tensor(mask, device=self.device))["query"]
         return q.float().cpu().numpy()
+
+
+class ZeroShotTextEncoder:
+    """A pretrained text encoder as it ships (mean pooling, L2-normalised): the zero-shot baseline."""
+
+    def __init__(self, name: str = "minilm", batch_size: int = 256) -> None:
+        from vitrine.model.encoders import TextEncoder, resolve_text_encoder
+
+        source = resolve_text_encoder(name)
+        self.encoder = TextEncoder(source=source).eval()
+        self.tokenize = Tokenize(source)
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def __call__(self, texts: list[str], progress: str | None = None) -> np.ndarray:
+        """Encode texts in batches -> (N, H) float32 unit vectors."""
+        from tqdm import tqdm
+
+        out = []
+        starts = range(0, len(texts), self.batch_size)
+        for i in tqdm(starts, desc=progress, unit="batch", disable=progress is None):
+            ids, mask = trim_padding(*self.tokenize(texts[i:i + self.batch_size], 64))
+            vec = self.encoder(torch.as_tensor(ids), torch.as_tensor(mask))
+            out.append(torch.nn.functional.normalize(vec, dim=-1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.encoder.dim), np.float32)

@@ -1,0 +1,123 @@
+"""Evaluation job: retrieve over the FULL catalog for every judged query; Recall@10/100, nDCG@10, MRR@10.
+
+    vitrine evaluate --model models:/vitrine@champion --catalog products.parquet --judgments judgments.parquet
+    vitrine evaluate --model bm25 ...          # BM25 over titles
+    vitrine evaluate --model pretrained ...    # zero-shot MiniLM (mean pooled, exact search)
+
+A trained model embeds whatever catalog it is handed with its product tower (Ray Data), then searches
+exactly (Flat); metrics, a Recall@K plot and the metrics JSON are logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from pipelines.common import absolute, catalog_index, ray_session
+from vitrine import registry
+from vitrine.catalog.io import read_table
+from vitrine.catalog.schema import clean_judgments
+from vitrine.config import EvaluateJob, IndexJob, flatten
+from vitrine.evaluate import BM25Retriever, DenseRetriever, Relevance, judgments_by_query, recall_curve, score_run
+from vitrine.index.embed import QueryEncoder, ZeroShotTextEncoder
+
+log = logging.getLogger(__name__)
+CURVE_KS = (1, 5, 10, 20, 50, 100)
+
+
+def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workdir: Path) -> tuple[Any, str]:
+    """The retriever named by ``job.model`` and a label for reports."""
+    ids = catalog.column("product_id").to_pylist()
+    titles = catalog.column("title").to_pylist()
+    if job.model == "bm25":
+        return BM25Retriever(ids, titles), "bm25"
+    if job.model == "pretrained":
+        enc = ZeroShotTextEncoder()
+        return DenseRetriever("pretrained", enc(titles, progress="embedding titles"), enc), "pretrained-minilm"
+    from pipelines.embed_index import check_exactly_once, embed_catalog
+
+    model = registry.resolve_model(job.model, workdir / "cache")
+    index_job = IndexJob(workdir=job.workdir, data=job.data, index=job.index, tracking=job.tracking)
+    with ray_session():
+        emb = embed_catalog(files, model.local_dir, workdir / "eval_embeddings" / f"{time.time_ns()}", index_job)
+    emb = check_exactly_once(emb.filter(pa.compute.is_in(emb.column("product_id"), catalog.column("product_id"))),
+                             catalog)
+    position = {pid: i for i, pid in enumerate(emb.column("product_id").to_pylist())}
+    vectors = np.stack(emb.column("embedding").to_numpy(zero_copy_only=False))[[position[p] for p in ids]]
+    label = f"{model.name}/v{model.version}" if model.version else str(model.local_dir)
+    return DenseRetriever(label, vectors, QueryEncoder(model.local_dir)), label
+
+
+def retrieve(retriever: Any, queries: list[str], ids: list[str], k: int, batch: int = 256
+             ) -> tuple[dict[str, list[str]], pa.Table]:
+    """Top-k product ids per query, plus the ranked table (query, product_id, rank, score)."""
+    run: dict[str, list[str]] = {}
+    rows: dict[str, list] = {"query": [], "product_id": [], "rank": [], "score": []}
+    for i in tqdm(range(0, len(queries), batch), desc="retrieving", unit="batch"):
+        chunk = queries[i:i + batch]
+        scores, positions = retriever.search(chunk, k)
+        for q, s_row, p_row in zip(chunk, scores, positions, strict=True):
+            ranked = [ids[int(p)] for p in p_row if p >= 0]
+            run[q] = ranked
+            rows["query"] += [q] * len(ranked)
+            rows["product_id"] += ranked
+            rows["rank"] += list(range(1, len(ranked) + 1))
+            rows["score"] += [float(s) for s in s_row[: len(ranked)]]
+    table = pa.table({"query": pa.array(rows["query"], pa.string()), "product_id": pa.array(rows["product_id"]),
+                      "rank": pa.array(rows["rank"], pa.int32()), "score": pa.array(rows["score"], pa.float32())})
+    return run, table
+
+
+def run(job: EvaluateJob) -> dict[str, Any]:
+    """Evaluate one model or baseline; returns the metrics dict (also written / logged)."""
+    from vitrine.errors import ConfigError
+
+    if not job.model:
+        raise ConfigError("pass --model: models:/<name>@<alias>, a model directory, 'bm25' or 'pretrained'")
+    workdir = absolute(job.workdir)
+    exp_id = registry.setup(job.tracking, workdir)
+    catalog, report, files = catalog_index(job.catalog)
+    judgments, jreport = clean_judgments(read_table(job.judgments), set(catalog.column("product_id").to_pylist()),
+                                         source=job.judgments)
+    if jreport.issues:
+        log.warning("judgments: %s", jreport.summary())
+    judged = judgments_by_query(judgments)
+    retriever, label = build_retriever(job, catalog, files, workdir)
+    run_map, ranked = retrieve(retriever, sorted(judged), catalog.column("product_id").to_pylist(), job.k)
+    rel = Relevance(job.relevant_min, job.gain_offset)
+    metrics = score_run(run_map, judged, rel, ks=(10, job.k) if job.k != 10 else (10,))
+    metrics.update(catalog_products=float(catalog.num_rows), judgments_skipped=float(len(jreport.issues)))
+    curve = recall_curve(run_map, judged, rel, [k for k in CURVE_KS if k <= job.k])
+    result = {"model": label, "catalog": job.catalog, "judgments": job.judgments, "k": job.k,
+              "relevant_min": job.relevant_min, "gain_offset": job.gain_offset, "metrics": metrics,
+              "recall_curve": curve}
+    run_id = registry.start_run(exp_id, f"evaluate-{label.replace('/', '-')}",
+                                tags={"vitrine.job": "evaluate", "vitrine.model": label})
+    registry.log_params(run_id, {k: v for k, v in flatten(job).items() if not k.startswith(("index.", "data."))})
+    registry.log_metrics(run_id, {k.replace("@", "_at_"): v for k, v in metrics.items()})
+    registry.log_curve(run_id, curve, "recall_at_k.png", title=f"Recall@K: {label}")
+    if job.output:
+        Path(job.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(job.output).write_text(json.dumps(result, indent=1))
+    if job.run_output:
+        Path(job.run_output).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(ranked, job.run_output)
+    registry.end_run(run_id)
+    print(f"{label}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "@" in k)
+          + f"  ({int(metrics['queries'])} queries, {catalog.num_rows} products)", flush=True)
+    return {**result, "run_id": run_id}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m pipelines.evaluate``."""
+    from vitrine.cli import main as cli_main
+
+    return cli_main(["evaluate", *(argv or [])])

@@ -1,0 +1,127 @@
+"""Retrieval metrics (Recall@K, nDCG@K, MRR@K) and the retrievers the harness compares.
+
+Relevance: a judged product is *relevant* when ``label >= relevant_min`` (default 2.0: on Home Depot's
+1-3 scale, at least "relevant" on average; derived Myntra judgments use 3.0). nDCG uses graded gain
+``max(0, label - gain_offset)`` (default offset 1.0, so Home Depot's 1 = irrelevant gains 0, 3 gains 2) with
+the linear-gain DCG ``gain / log2(rank + 1)``; the ideal DCG is computed from the query's judged labels.
+Unjudged retrieved products count as irrelevant. Queries without any relevant product are skipped (counted).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from vitrine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """How labels become relevance and gain."""
+
+    relevant_min: float = 2.0
+    gain_offset: float = 1.0
+
+    def gain(self, label: float) -> float:
+        """Graded gain of a label."""
+        return max(0.0, label - self.gain_offset)
+
+
+def judgments_by_query(judgments: pa.Table) -> dict[str, dict[str, float]]:
+    """``{query: {product_id: label}}`` (the max label when a pair is judged twice)."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for q, pid, label in zip(judgments.column("query").to_pylist(), judgments.column("product_id").to_pylist(),
+                             judgments.column("label").to_pylist(), strict=True):
+        out[q][pid] = max(float(label), out[q].get(pid, float("-inf")))
+    return dict(out)
+
+
+def recall_at_k(ranked: list[str], labels: dict[str, float], k: int, rel: Relevance) -> float:
+    """Share of the query's relevant products found in the top k."""
+    relevant = {p for p, lab in labels.items() if lab >= rel.relevant_min}
+    return len(relevant & set(ranked[:k])) / len(relevant) if relevant else 0.0
+
+
+def ndcg_at_k(ranked: list[str], labels: dict[str, float], k: int, rel: Relevance) -> float:
+    """Graded nDCG@k against the ideal ordering of the judged labels."""
+    dcg = sum(rel.gain(labels.get(p, 0.0)) / math.log2(i + 2) for i, p in enumerate(ranked[:k]))
+    ideal = sorted((rel.gain(v) for v in labels.values()), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def mrr_at_k(ranked: list[str], labels: dict[str, float], k: int, rel: Relevance) -> float:
+    """Reciprocal rank of the first relevant product within the top k (0 if none)."""
+    for i, p in enumerate(ranked[:k]):
+        if labels.get(p, float("-inf")) >= rel.relevant_min:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def score_run(run: dict[str, list[str]], judged: dict[str, dict[str, float]], rel: Relevance,
+              ks: Iterable[int] = (10, 100)) -> dict[str, float]:
+    """Mean metrics over the judged queries that have at least one relevant product."""
+    usable = [q for q, labels in judged.items() if any(v >= rel.relevant_min for v in labels.values())]
+    if not usable:
+        raise ConfigError("no judged query has a relevant product; lower --relevant-min or check the labels")
+    out: dict[str, float] = {"queries": float(len(usable)),
+                             "queries_without_relevant": float(len(judged) - len(usable))}
+    for k in ks:
+        out[f"recall@{k}"] = float(np.mean([recall_at_k(run.get(q, []), judged[q], k, rel) for q in usable]))
+    out["ndcg@10"] = float(np.mean([ndcg_at_k(run.get(q, []), judged[q], 10, rel) for q in usable]))
+    out["mrr@10"] = float(np.mean([mrr_at_k(run.get(q, []), judged[q], 10, rel) for q in usable]))
+    return out
+
+
+def recall_curve(run: dict[str, list[str]], judged: dict[str, dict[str, float]], rel: Relevance,
+                 ks: Iterable[int]) -> dict[int, float]:
+    """Recall@K for several K (for the plot)."""
+    usable = [q for q, labels in judged.items() if any(v >= rel.relevant_min for v in labels.values())]
+    return {k: float(np.mean([recall_at_k(run.get(q, []), judged[q], k, rel) for q in usable])) for k in ks}
+
+
+class BM25Retriever:
+    """BM25 over titles (``bm25s``, English stopwords, Snowball stemming)."""
+
+    name = "bm25"
+
+    def __init__(self, product_ids: list[str], titles: list[str]) -> None:
+        import bm25s
+        import Stemmer
+
+        self.ids = product_ids
+        self.stemmer = Stemmer.Stemmer("english")
+        self.index = bm25s.BM25()
+        self.index.index(bm25s.tokenize(titles, stopwords="en", stemmer=self.stemmer, show_progress=False),
+                         show_progress=False)
+
+    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row positions) per query."""
+        import bm25s
+
+        k = min(k, len(self.ids))
+        tokens = bm25s.tokenize(queries, stopwords="en", stemmer=self.stemmer, show_progress=False)
+        rows, scores = self.index.retrieve(tokens, k=k, show_progress=False, n_threads=0)
+        return scores, rows
+
+
+class DenseRetriever:
+    """Exact inner-product search over product vectors given query vectors (any encoder)."""
+
+    def __init__(self, name: str, product_vectors: np.ndarray, encode_queries) -> None:  # noqa: ANN001
+        import faiss
+
+        self.name = name
+        self.index = faiss.IndexFlatIP(product_vectors.shape[1])
+        self.index.add(np.ascontiguousarray(product_vectors, dtype=np.float32))
+        self.encode_queries = encode_queries
+
+    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row positions) per query."""
+        q = np.ascontiguousarray(self.encode_queries(queries), dtype=np.float32)
+        return self.index.search(q, min(k, self.index.ntotal))
