@@ -35,8 +35,8 @@ def embed_catalog(files: list[str], model_dir: Path, out_dir: Path, job: IndexJo
     import ray.data
 
     shutil.rmtree(out_dir, ignore_errors=True)
-    ds = ray.data.read_parquet(files, columns=["product_id", "title", "image"],
-                               num_cpus=job.data.cpus_per_data_task)
+    ds = ray.data.read_parquet(files, num_cpus=job.data.cpus_per_data_task).select_columns(
+        ["product_id", "title", "image"])
     ds = ds.map_batches(ProductEmbedder, fn_constructor_kwargs={"model_dir": str(model_dir)},
                         batch_format="numpy", batch_size=job.index.embed_batch_size,
                         compute=ray.data.ActorPoolStrategy(size=job.index.embed_concurrency),

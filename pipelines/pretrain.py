@@ -44,8 +44,8 @@ def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
     import ray.data
 
     dc = job.data
-    ds = ray.data.read_parquet(files, columns=["product_id", "title", "image"], shuffle="files",
-                               num_cpus=dc.cpus_per_data_task)
+    ds = ray.data.read_parquet(files, shuffle="files", num_cpus=dc.cpus_per_data_task).select_columns(
+        ["product_id", "title", "image"])
     ds = ds.map_batches(PairBuilder, fn_constructor_kwargs={"queries": queries, "min_label": dc.min_label,
                                                           "keywords": keywords},
                         batch_format="pyarrow", batch_size=256, compute=ray.data.ActorPoolStrategy(size=1),

@@ -12,10 +12,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
-from vitrine.config import DemoJob, EvaluateJob, IndexJob, PretrainJob, ServeJob, flatten, load_config
+from vitrine.config import (
+    DemoJob,
+    EvaluateJob,
+    IndexJob,
+    PretrainJob,
+    PromoteJob,
+    ServeJob,
+    flatten,
+    load_config,
+)
 from vitrine.errors import VitrineError
 
 JOBS: dict[str, tuple[type, str, str]] = {
@@ -23,6 +33,8 @@ JOBS: dict[str, tuple[type, str, str]] = {
     "index": (IndexJob, "pipelines.embed_index", "Embed the catalog with Ray Data and build the FAISS index."),
     "serve": (ServeJob, "pipelines.serve", "Serve the query tower + index over HTTP with Ray Serve."),
     "demo": (DemoJob, "pipelines.demo", "Run pretrain -> index -> serve -> search on the bundled sample."),
+    "promote": (PromoteJob, "pipelines.promote",
+                "Move a registry alias to a candidate only if it passes the evaluation gate."),
     "evaluate": (EvaluateJob, "pipelines.evaluate",
                  "Score a model or baseline (bm25, pretrained) on judged queries over a full catalog."),
 }
@@ -52,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
             for flag in EVALUATE_FLAGS:
                 p.add_argument(f"--{flag}", dest=f"eval_{flag.replace('-', '_')}", default=None)
         p.add_argument("overrides", nargs="*", metavar="--key=value", help="config overrides")
+    sm = sub.add_parser("submit", help="Submit any command above as a Ray Job to a cluster and stream its logs.",
+                        description="vitrine submit [--address URL] <command> [args...]: runs `vitrine <command> "
+                                    "[args]` on the cluster through the Ray Jobs API.")
+    sm.add_argument("--address", default=os.environ.get("RAY_JOB_ADDRESS", "http://127.0.0.1:8265"),
+                    help="Ray dashboard address (default $RAY_JOB_ADDRESS or http://127.0.0.1:8265)")
+    sm.add_argument("--no-wait", action="store_true", help="return after submitting")
+    sm.add_argument("--pip", action="store_true", help="build the job env from requirements.lock on the cluster")
+    sm.add_argument("job", choices=[*JOBS, "import"], help="the command to run on the cluster")
     imp = sub.add_parser("import", help="Import a dataset into the catalog contract (Parquet).",
                          description="Import Myntra / Home Depot Parquet or a CSV/JSONL manifest + image folder.")
     imp.add_argument("kind", choices=["myntra", "homedepot", "folder"])
@@ -86,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("urllib3", "filelock", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if args.command == "submit":
+            from vitrine.jobs import submit
+
+            return submit([args.job, *unknown], args.address, wait=not args.no_wait, pip=args.pip)
         if args.command == "import":
             if unknown:
                 parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -161,6 +161,24 @@ class EvaluateJob:
 
 
 @dataclass(frozen=True)
+class PromoteJob:
+    """``vitrine promote``: move ``to_alias`` to the candidate only if it passes the gate against the champion."""
+
+    workdir: str = "runs"
+    model_name: str = "vitrine"
+    candidate: str = "challenger"  # alias or version number of the candidate
+    to_alias: str = "champion"
+    catalog: str = str(SAMPLE_DIR / "homedepot_products.parquet")  # the named evaluation set
+    judgments: str = str(SAMPLE_DIR / "homedepot_judgments.parquet")
+    max_ndcg_drop: float = 0.005  # candidate nDCG@10 may be at most 0.5% (relative) below the champion's
+    min_recall_gain: float = 0.0  # candidate Recall@100 minus champion's must be >= this (0 = not worse)
+    force: bool = False  # move the alias whatever the gate says (logged)
+    data: DataConfig = field(default_factory=DataConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass(frozen=True)
 class ServeJob:
     """``vitrine serve``: host the query tower and the index behind HTTP."""
 

@@ -4,8 +4,12 @@ Cross-device negatives (SIGIR 2023): ``gather_with_grad`` all-gathers embeddings
 the local tensor back in its slot, so the local slice keeps its gradient; every worker then computes the
 loss over the *whole* gathered batch (all rows are anchors), which makes each worker's loss equal to the
 single-process loss on the concatenated batch and its gradient w.r.t. local embeddings exact. DDP averages
-parameter gradients over workers, so the training step scales the backward loss by the world size
-(``world_size()``). At world size 1 the gather is the identity.
+parameter gradients over workers, so ``make_loss`` also returns an ``objective`` for the backward pass in
+which the gathered terms are multiplied by the world size. Two parameters need care there: the temperature
+enters every worker's gathered loss in full (each worker already holds its full-batch gradient), so in
+those terms it is used through a gradient scaled by 1/W (value unchanged); and the visual task is computed
+on local rows only, so it is left unscaled and DDP's average gives the global mean. At world size 1 the
+gather is the identity and ``objective == loss``.
 
 False negatives: candidates that share an id column with the anchor (the same product, or the same query
 text) are masked, never negatives; ids are (B, K) int64 hashes.
@@ -34,6 +38,13 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     dist.all_gather(parts, x.detach().contiguous())
     parts[dist.get_rank()] = x
     return torch.cat(parts, dim=0)
+
+
+def grad_scaled(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` in value, ``factor * dL/dx`` in gradient."""
+    if factor == 1.0:
+        return x
+    return x * factor + x.detach() * (1.0 - factor)
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, a_ids: torch.Tensor, b_ids: torch.Tensor,
@@ -130,13 +141,15 @@ def visual_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, t
 
 def make_loss(out: dict[str, torch.Tensor], ids: torch.Tensor, cfg: LossConfig, bank: MemoryBank | None = None
               ) -> dict[str, torch.Tensor]:
-    """Every weighted term of the pre-training objective, plus their sum as ``loss``.
+    """Every weighted term of the pre-training objective, their sum as ``loss`` and ``objective`` to backprop.
 
     ``ids`` (B, 2): product-id hash and query-text hash per row. Negatives come from every worker when
     ``cfg.gather_negatives``; the memory bank adds product-side negatives to the query -> product terms.
     """
     gather = gather_with_grad if cfg.gather_negatives else (lambda x: x)
-    scale = out["logit_scale"]
+    workers = world_size() if cfg.gather_negatives else 1
+    local_scale = out["logit_scale"]
+    scale = grad_scaled(local_scale, 1.0 / workers)  # see the module docstring: same value, gradient / W
     q, p, t, im = (gather(out[k]) for k in ("query", "product", "title", "image"))
     all_ids = gather(ids)
     if not cfg.keyword_enhancement:
@@ -159,7 +172,10 @@ def make_loss(out: dict[str, torch.Tensor], ids: torch.Tensor, cfg: LossConfig, 
         terms["keyword_consistency"] = (1.0 - (q * qk.detach()).sum(-1)).mean()
         weights["keyword_product"] = weights["keyword_consistency"] = cfg.w_keyword
     if cfg.visual_task != "none" and "visual_pred" in out:
-        terms["visual"] = visual_loss(out["visual_pred"], out["visual_target"], scale, cfg.visual_task)
+        terms["visual"] = visual_loss(out["visual_pred"], out["visual_target"], local_scale, cfg.visual_task)
         weights["visual"] = cfg.w_visual
-    terms["loss"] = sum(weights[k] * v for k, v in terms.items())
+    gathered = sum(weights[k] * v for k, v in terms.items() if k != "visual")
+    local = weights["visual"] * terms["visual"] if "visual" in terms else 0.0
+    terms["loss"] = gathered + local
+    terms["objective"] = gathered * workers + local
     return terms

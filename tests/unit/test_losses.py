@@ -71,7 +71,8 @@ def test_make_loss_has_gradient_for_every_term():
     cfg = LossConfig()
     terms = make_loss(out, torch.stack([torch.arange(6), torch.arange(6) + 100], 1), cfg)
     assert set(terms) == {"query_product", "query_title", "query_image", "title_image", "keyword_product",
-                          "keyword_consistency", "visual", "loss"}
+                          "keyword_consistency", "visual", "loss", "objective"}
+    assert torch.equal(terms["objective"], terms["loss"])  # world size 1: nothing to rescale
     terms["loss"].backward()
     for k in (*keys, "visual_pred"):
         assert out[k].grad is not None and out[k].grad.abs().sum() > 0, k

@@ -10,7 +10,7 @@ from torch import nn
 
 from vitrine.config import LossConfig, TrainConfig
 from vitrine.features import trim_padding
-from vitrine.losses import MemoryBank, gather_with_grad, make_loss, world_size
+from vitrine.losses import MemoryBank, gather_with_grad, make_loss
 
 BATCH_KEYS = ("q_ids", "q_mask", "t_ids", "t_mask", "image", "has_image")
 STATE = "train_state.pt"
@@ -48,8 +48,8 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torc
                loss_cfg: LossConfig, bank: MemoryBank | None = None) -> dict[str, float]:
     """One optimisation step; returns every loss term, in-batch top-1 accuracy and temperature as floats.
 
-    The loss is computed over the batch gathered from all workers; its backward is scaled by the world size
-    because DDP averages gradients (see ``vitrine.losses``). The bank is filled after the step.
+    The loss is computed over the batch gathered from all workers; the backward pass uses ``make_loss``'s
+    ``objective``, scaled for DDP's gradient averaging (see ``vitrine.losses``). The bank is filled after.
     """
     model.train()
     use_bf16 = batch["q_ids"].is_cuda
@@ -61,8 +61,7 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torc
     ids = row_ids(batch)
     terms = make_loss(out, ids, loss_cfg, bank)
     optimizer.zero_grad(set_to_none=True)
-    scale = world_size() if loss_cfg.gather_negatives else 1
-    (terms["loss"] * scale).backward()
+    terms.pop("objective").backward()
     optimizer.step()
     if bank is not None:
         gather = gather_with_grad if loss_cfg.gather_negatives else (lambda x: x)
