@@ -55,6 +55,9 @@ def ensure_ray() -> None:
         # Logical CPUs >= 4 even on a 2-core machine: Ray Train workers hold CPUs for the whole run and
         # Ray Data's read/decode tasks must still be schedulable beside them (they would wait forever).
         cpus = max(4, os.cpu_count() or 1)
+        # Ray starts workers at nice 15 by default; here they do the job's real work (training, embedding),
+        # so they run at the driver's priority instead of losing the CPU to any other process.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=cpus, include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=False,
                  log_to_driver=True)
 

@@ -22,6 +22,7 @@ from vitrine.config import (
     IndexJob,
     PretrainJob,
     PromoteJob,
+    ReportJob,
     ServeJob,
     flatten,
     load_config,
@@ -37,6 +38,8 @@ JOBS: dict[str, tuple[type, str, str]] = {
                 "Move a registry alias to a candidate only if it passes the evaluation gate."),
     "evaluate": (EvaluateJob, "pipelines.evaluate",
                  "Score a model or baseline (bm25, pretrained) on judged queries over a full catalog."),
+    "report": (ReportJob, "pipelines.report",
+               "Train every ablation on one recipe and budget, evaluate, write a Markdown table + plot."),
 }
 # `vitrine evaluate --model X --catalog Y` (space-separated) is accepted besides --model=X.
 EVALUATE_FLAGS = ("model", "catalog", "judgments", "k", "output", "run-output", "relevant-min", "gain-offset")
@@ -78,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("source", help="dataset dir (myntra, homedepot) or manifest .csv/.jsonl (folder)")
     imp.add_argument("--out", required=True, help="output directory (catalog.parquet [+ judgments.parquet])")
     imp.add_argument("--images", help="image folder for 'folder' imports (default: the manifest's folder)")
+    imp.add_argument("--val-fraction", type=float, default=0.0,
+                     help="also write train/queries.parquet and val/judgments.parquet split by query (e.g. 0.2); "
+                          "for myntra the queries are derived and a colourless-title catalog is written too")
+    imp.add_argument("--seed", type=int, default=0, help="split seed")
     return parser
 
 
@@ -94,6 +101,11 @@ def _run_import(args: argparse.Namespace) -> dict[str, Any]:
     if judgments is not None:
         write_table(judgments, out / "judgments.parquet")
     print(f"catalog: {report.summary()}")
+    if args.val_fraction:
+        from vitrine.catalog.splits import write_splits
+
+        for key, value in write_splits(args.kind, catalog, judgments, args.out, args.val_fraction, args.seed).items():
+            print(f"{key}: {value}")
     print(f"wrote {out / 'catalog.parquet'}" + (f" and {out / 'judgments.parquet'}" if judgments is not None else ""))
     return {"rows": catalog.num_rows, "issues": report.counts}
 

@@ -45,6 +45,7 @@ class ModelConfig:
     share_text_encoders: bool = False  # one transformer for query and title (separate heads either way)
     modal_adaptation: bool = True  # per-product title/image weights; False = fixed mean of the two
     freeze_image_layers: int = 14  # MobileNetV2 feature blocks kept frozen (0 = train all, 19 = all frozen)
+    use_images: bool = True  # False = text-only product tower (every product treated as having no image)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,25 @@ class PromoteJob:
 
 
 @dataclass(frozen=True)
+class ReportJob:
+    """``vitrine report``: train every ablation on the same recipe and budget, evaluate, write a table."""
+
+    workdir: str = "runs/report"
+    recipe: str = "configs/recipes/myntra.yaml"  # the PretrainJob YAML every variant starts from
+    ablation_dir: str = "configs/ablations"
+    ablations: tuple[str, ...] = ("full", "no_modal_adaptation", "no_keyword_enhancement", "no_visual_task",
+                                  "no_memory_bank", "text_only")
+    max_steps: int = 200  # the same training budget for every variant
+    overrides: tuple[str, ...] = ()  # extra --key=value applied to every variant, e.g. data.catalog=...
+    catalog: str = ""  # evaluation catalog ("" = the recipe's catalog)
+    judgments: str = ""  # validation judgments (required)
+    baselines: tuple[str, ...] = ("bm25", "pretrained")
+    label: str = ""  # data description for the report's title, e.g. "Myntra, derived queries"
+    output: str = "reports/ablation"  # report.md, report.json, report.png
+    resume: bool = True  # keep variants already finished in output/report.json
+
+
+@dataclass(frozen=True)
 class ServeJob:
     """``vitrine serve``: host the query tower and the index behind HTTP."""
 
@@ -309,10 +329,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return nested
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge two nested config dicts; ``extra`` wins."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -330,5 +351,5 @@ def load_config(cls: type[T], path: str | None = None, overrides: list[str] | No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
         data = loaded
-    data = _merge(data, parse_overrides(overrides or []))
+    data = merge(data, parse_overrides(overrides or []))
     return from_dict(cls, data)

@@ -11,7 +11,12 @@ from vitrine.errors import CatalogError
 
 
 def parquet_files(path: str | Path) -> list[Path]:
-    """The Parquet files behind ``path`` (itself, or the sorted ``*.parquet`` files of a directory)."""
+    """The Parquet files behind ``path`` (itself, or the sorted ``*.parquet`` files of a directory).
+
+    A comma-separated list of such paths names their union (e.g. two catalogs trained together).
+    """
+    if "," in str(path):
+        return [f for part in str(path).split(",") if part.strip() for f in parquet_files(part.strip())]
     p = Path(path)
     if p.is_file():
         return [p]

@@ -97,7 +97,7 @@ class MakeModel(nn.Module):
                        has_image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Product tower: title tokens + uint8 images -> fused, title and image unit vectors and modal weights."""
         title = F.normalize(self.title_proj(self.title_encoder(title_ids, title_mask)).float(), dim=-1)
-        has_image = has_image.bool()
+        has_image = has_image.bool() & self.cfg.use_images
         grid = None
         if bool(has_image.any()):
             pooled, grid = self.image_encoder(image)
