@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write train/queries.parquet and val/judgments.parquet split by query (e.g. 0.2); "
                           "for myntra the queries are derived and a colourless-title catalog is written too")
     imp.add_argument("--seed", type=int, default=0, help="split seed")
+    imp.add_argument("--eval-sample", type=int, default=0,
+                     help="myntra: also write val_sample/ (this many random products + their val judgments)")
     return parser
 
 
@@ -104,7 +106,8 @@ def _run_import(args: argparse.Namespace) -> dict[str, Any]:
     if args.val_fraction:
         from vitrine.catalog.splits import write_splits
 
-        for key, value in write_splits(args.kind, catalog, judgments, args.out, args.val_fraction, args.seed).items():
+        for key, value in write_splits(args.kind, catalog, judgments, args.out, args.val_fraction, args.seed,
+                                      args.eval_sample).items():
             print(f"{key}: {value}")
     print(f"wrote {out / 'catalog.parquet'}" + (f" and {out / 'judgments.parquet'}" if judgments is not None else ""))
     return {"rows": catalog.num_rows, "issues": report.counts}

@@ -101,11 +101,13 @@ def colourless_catalog(catalog: pa.Table) -> pa.Table:
 
 
 def write_splits(kind: str, catalog: pa.Table, judgments: pa.Table | None, out: str, val_fraction: float,
-                 seed: int = 0) -> dict[str, str]:
+                 seed: int = 0, eval_sample: int = 0) -> dict[str, str]:
     """Write ``train/queries.parquet`` and ``val/judgments.parquet`` (+ the colourless Myntra catalog).
 
     Home Depot: its human judgments split by query. Myntra: a derived query log split by query; training
-    pairs from the train queries, attribute-containment judgments for the validation queries.
+    pairs from the train queries, attribute-containment judgments for the validation queries. With
+    ``eval_sample`` > 0 (Myntra), also ``val_sample/``: a random slice of that many products and the
+    validation queries judged within it, for quick comparisons such as the ablation report.
     """
     from pathlib import Path
 
@@ -125,6 +127,16 @@ def write_splits(kind: str, catalog: pa.Table, judgments: pa.Table | None, out: 
         written["val_queries_dropped_too_broad"] = str(dropped)
         written["catalog_colourless"] = str(write_table(colourless_catalog(catalog),
                                                         root / "colourless" / "catalog.parquet"))
+        if eval_sample:
+            import random
+
+            rows = sorted(random.Random(seed).sample(range(catalog.num_rows), min(eval_sample, catalog.num_rows)))
+            part = catalog.take(rows)
+            part_val, _ = derived_judgments(part, val_pairs)
+            written["val_sample_catalog"] = str(write_table(part, root / "val_sample" / "catalog.parquet"))
+            written["val_sample_colourless"] = str(write_table(colourless_catalog(part),
+                                                               root / "val_sample" / "colourless.parquet"))
+            written["val_sample_judgments"] = str(write_table(part_val, root / "val_sample" / "judgments.parquet"))
     else:
         raise ConfigError(f"--val-fraction needs a judged or derivable dataset (homedepot, myntra), not '{kind}'")
     written["train_queries"] = str(write_table(train, root / "train" / "queries.parquet"))
