@@ -112,7 +112,8 @@ def test_import_with_val_fraction_writes_splits(tmp_path):
     myn.mkdir()
     shutil.copy(SAMPLE / "myntra_sample.parquet", myn / "products-00.parquet")
     done = subprocess.run([str(BIN / "vitrine"), "import", "myntra", str(myn), "--out", str(tmp_path / "m"),
-                           "--val-fraction", "0.2", "--eval-sample", "500"], capture_output=True, text=True, timeout=300)
+                           "--val-fraction", "0.2", "--eval-sample", "500"],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     cat = pq.read_table(tmp_path / "m" / "catalog.parquet")
     derived = derive_queries(cat, per_product=3, seed=0)
