@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from vitrine.catalog.io import parquet_files, read_table
+from vitrine.catalog.io import parquet_files, read_schema, read_table
 from vitrine.catalog.schema import ValidationReport, clean_catalog
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,8 @@ def catalog_index(path: str) -> tuple[pa.Table, ValidationReport, list[str]]:
 
     Image bytes are checked where they are decoded (Ray Data tasks) and counted there.
     """
-    import pyarrow.parquet as pq
-
     files = [str(f) for f in parquet_files(path)]
-    names = pq.read_schema(files[0]).names
+    names = read_schema(files[0]).names
     table = read_table(path, columns=[n for n in names if n != "image"])
     clean, report = clean_catalog(table, source=path)
     if report.issues:

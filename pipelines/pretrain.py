@@ -21,6 +21,7 @@ from vitrine.catalog.schema import clean_judgments
 from vitrine.config import PretrainJob, flatten
 from vitrine.errors import VitrineError
 from vitrine.features import Featurizer, PairBuilder
+from vitrine.lineage import code_version, data_snapshot
 from vitrine.model.encoders import resolve_text_encoder
 from vitrine.train.ray_train import run_trainer
 
@@ -78,6 +79,9 @@ def _run(job: PretrainJob) -> dict[str, Any]:
         "data.query_rows": queries.num_rows, "data.query_source": query_source,
         "data.catalog_files": ",".join(Path(f).name for f in files)[:500],
     })
+    snapshot = data_snapshot(job.data.catalog, job.data.queries, query_source, derived=queries)
+    code = code_version()
+    registry.log_lineage(run_id, snapshot, code)
     keywords = None
     if job.loss.keyword_enhancement:
         keywords = mine_keywords(queries, catalog, k=job.loss.num_keywords, min_label=job.data.min_label)
@@ -98,7 +102,7 @@ def _run(job: PretrainJob) -> dict[str, Any]:
         raise
     registry.end_run(run_id)
     version = registry.register_model(job.tracking.model_name, run_id, job.tracking.alias,
-                                      tags={"query_source": query_source})
+                                      tags={"query_source": query_source, **registry.lineage_tags(snapshot, code)})
     uri = f"models:/{job.tracking.model_name}@{job.tracking.alias}"
     log.info("pretrain done: run %s, %s version %s (%s)", run_id, job.tracking.model_name, version, uri)
     return {"run_id": run_id, "model_name": job.tracking.model_name, "version": version, "model_uri": uri,

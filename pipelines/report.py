@@ -77,7 +77,8 @@ def write_report(job: ReportJob, rows: dict[str, dict[str, Any]], out: Path) -> 
            f"--max_steps={job.max_steps}", f"--output={job.output}"]
     if job.catalog:
         cmd.append(f"--catalog={job.catalog}")
-    cmd += [f"--overrides={o}" for o in job.overrides]
+    if job.overrides:
+        cmd.append(f"--overrides=[{','.join(job.overrides)}]")
     lines += ["", "Reproduce: `" + shlex.join(cmd) + "`", ""]
     (out / "report.md").write_text("\n".join(lines))
     _plot(rows, out / "report.png", job.label or job.recipe)

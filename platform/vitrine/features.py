@@ -23,6 +23,11 @@ def id_hash(ids: list[str] | np.ndarray) -> np.ndarray:
     return np.array([zlib.crc32(str(i).encode()) for i in ids], dtype=np.int64)
 
 
+def as_text(value: Any) -> str:
+    """A text cell as str: binary columns arrive as bytes (undecodable bytes are replaced, not raised on)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def trim_padding(ids: Any, mask: Any) -> tuple[Any, Any]:
     """Drop padding columns no row uses (numpy or torch): rows are padded to the configured maximum, but
     most queries and titles are far shorter, and attention cost grows with the padded width."""
@@ -40,7 +45,7 @@ class Tokenize:
 
     def __call__(self, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
         """Texts -> (ids, mask), both (B, max_len) int64."""
-        enc = self.tokenizer([str(t) for t in texts], padding="max_length", truncation=True, max_length=max_len,
+        enc = self.tokenizer([as_text(t) for t in texts], padding="max_length", truncation=True, max_length=max_len,
                              return_tensors="np")
         return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
 
@@ -58,7 +63,7 @@ class Featurizer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Adds t_ids/t_mask/image/has_image/image_failed/pid_hash (and q_ids/q_mask when a query column exists)."""
-        ids = [str(i) for i in batch["product_id"]]
+        ids = [as_text(i) for i in batch["product_id"]]
         out: dict[str, np.ndarray] = {"product_id": np.asarray(ids, dtype=object)} if self.keep_ids else {}
         out["t_ids"], out["t_mask"] = self.tokenize(list(batch["title"]), self.max_title_len)
         images = list(batch["image"]) if "image" in batch else [None] * len(ids)
@@ -98,6 +103,7 @@ class PairBuilder:
         queries: list[str] = []
         enhanced: list[str] = []
         for i, pid in enumerate(batch.column("product_id").to_pylist()):
+            pid = as_text(pid)
             for q in self.by_product.get(pid, ()):
                 take.append(i)
                 queries.append(q)

@@ -32,6 +32,11 @@ def runtime_env(working_dir: Path, pip: bool = False) -> dict:
     """The job's runtime environment: uploaded working dir, PYTHONPATH, forwarded env, optional pinned pip."""
     env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
     env["PYTHONPATH"] = "platform:."
+    from vitrine.lineage import ENV_COMMIT, ENV_DIRTY, git_state
+
+    state = git_state(working_dir)  # the upload drops .git: pass the commit on for the run's lineage
+    if state:
+        env[ENV_COMMIT], env[ENV_DIRTY] = state[0], str(state[1]).lower()
     out: dict = {"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": env}
     if pip:
         lock = working_dir / "requirements.lock"

@@ -3,21 +3,24 @@
 Default: a sqlite database and an artifact folder inside the job's workdir (no server needed); set
 ``tracking.tracking_uri`` or ``$MLFLOW_TRACKING_URI`` to use an MLflow server instead. Promotion moves a
 registry alias (never a stage). Models are plain artifact directories (see ``vitrine.model.store``); a model
-version's tags point at its index artifact.
+version links to its run (``run_id``, ``source``), carries the run's lineage tags (code version, data hashes)
+and, once ``vitrine index`` ran, points at its index artifact.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vitrine.config import TrackingConfig
 from vitrine.errors import RegistryError
+from vitrine.lineage import CodeVersion, DataSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,11 @@ def setup(cfg: TrackingConfig, workdir: str | Path) -> str:
     mlflow.set_tracking_uri(uri)
     os.environ["MLFLOW_TRACKING_URI"] = uri  # Ray workers and Serve replicas inherit it
     client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name(cfg.experiment)
+    try:
+        exp = client.get_experiment_by_name(cfg.experiment)
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"cannot reach the MLflow tracking store at {uri}: {str(exc)[:300]}. Start it, or "
+                            "point tracking.tracking_uri / $MLFLOW_TRACKING_URI at a running one.") from None
     if exp is not None:
         return exp.experiment_id
     location = None
@@ -120,6 +127,53 @@ def log_curve(run_id: str, curve: dict[int, float], name: str, title: str) -> No
     fig.tight_layout()
     client().log_figure(run_id, fig, name)
     plt.close(fig)
+
+
+def lineage_tags(data: DataSnapshot, code: CodeVersion) -> dict[str, str]:
+    """The short lineage tags put on a run and on the model version it registers."""
+    tags = {"vitrine.code_version": code.label, "vitrine.code_source": code.source,
+            "vitrine.vitrine_version": code.vitrine_version,
+            "vitrine.data.catalog_sha256": data.role_sha256("catalog"),
+            "vitrine.data.queries_sha256": data.role_sha256("queries") or data.derived_queries_sha256,
+            "vitrine.data.query_source": data.query_source[:5000]}
+    if code.git_commit:
+        tags["mlflow.source.git.commit"] = code.git_commit
+        tags["vitrine.git_dirty"] = str(bool(code.git_dirty))
+    return tags
+
+
+def log_lineage(run_id: str, data: DataSnapshot, code: CodeVersion) -> None:
+    """Record what a run read and which code ran it: tags, ``lineage.*`` params, MLflow dataset inputs and
+    ``lineage/data.json`` + ``lineage/code.json`` (every input file with its path, rows and SHA-256)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag, RunTag
+
+    c = client()
+    c.log_batch(run_id, tags=[RunTag(k, v) for k, v in lineage_tags(data, code).items()])
+    params = {f"lineage.{name}": version or "absent" for name, version in code.stack.items()}
+    params |= {"lineage.python": code.python, "lineage.vitrine_version": code.vitrine_version,
+               "lineage.code_version": code.label}
+    for role in ("catalog", "queries"):
+        files = [f for f in data.files if f.role == role]
+        if files:
+            params |= {f"data.{role}_sha256": data.role_sha256(role), f"data.{role}_file_count": len(files),
+                       f"data.{role}_file_rows": data.rows(role)}
+    log_params(run_id, params)
+    inputs = []
+    for role in ("catalog", "queries"):
+        files = [f for f in data.files if f.role == role]
+        if not files:
+            continue
+        digest = data.role_sha256(role)[:32]  # MLflow keeps at most 36 characters of a dataset digest
+        source = json.dumps({"uris": [Path(f.path).as_uri() for f in files]})
+        profile = json.dumps({"num_rows": data.rows(role), "num_files": len(files), "sha256": data.role_sha256(role)})
+        inputs.append(DatasetInput(Dataset(name=role, digest=digest, source_type="local", source=source,
+                                           profile=profile), tags=[InputTag("mlflow.data.context", "training")]))
+    if inputs:
+        c.log_inputs(run_id, datasets=inputs)
+    c.log_dict(run_id, data.to_dict(), "lineage/data.json")
+    c.log_dict(run_id, asdict(code) | {"label": code.label}, "lineage/code.json")
+    log.info("lineage: code %s, catalog sha256 %s (%d rows in %d files)", code.label,
+             data.role_sha256("catalog")[:12], data.rows("catalog"), sum(f.role == "catalog" for f in data.files))
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:

@@ -9,12 +9,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 MAX_PIXELS = 64_000_000  # refuse decompression bombs before decoding
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # larger encoded images are refused unread (validation reports them too)
 PAD_COLOUR = (255, 255, 255)  # catalog photos sit on white; padding keeps aspect without inventing content
 
 
 def decode_image(data: bytes | None, size: int) -> np.ndarray | None:
     """Decode and letterbox one image to ``(size, size, 3)`` uint8, or None if it cannot be decoded."""
-    if not data:
+    if not data or len(data) > MAX_IMAGE_BYTES:
         return None
     try:
         with warnings.catch_warnings():

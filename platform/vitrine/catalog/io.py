@@ -28,6 +28,14 @@ def parquet_files(path: str | Path) -> list[Path]:
     raise CatalogError(f"'{path}' does not exist; pass a Parquet file or a directory of Parquet part files")
 
 
+def read_schema(path: str | Path) -> pa.Schema:
+    """The schema of one Parquet file, with a clear error for a file that is not Parquet."""
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CatalogError(f"'{path}' is not a readable Parquet file: {exc}") from None
+
+
 def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     """Read a Parquet file or directory into one table, with a clear error for unreadable files."""
     tables = []

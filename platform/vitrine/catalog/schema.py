@@ -4,9 +4,11 @@ Catalog (Parquet): ``product_id`` string, unique, non-empty; ``title`` string, n
 JPEG/PNG/WebP/GIF bytes or null (products without an image are normal); any further columns are attributes.
 Judgments / query log (Parquet): ``query`` string, ``product_id`` string, ``label`` float (> 0 = relevant).
 
-Schema errors (a missing column, a column of the wrong type) refuse the whole file with ``CatalogError``.
-Row errors (empty title, duplicate id, bad image bytes) are reported with row numbers and ids; bad rows are
-dropped and counted, a product whose only fault is its image keeps its title and loses the image.
+Schema errors (a missing column, a column of the wrong type, a string column holding bytes that are not
+UTF-8, which breaks the file's own type) refuse the whole file with ``CatalogError``. Row errors (missing or
+empty title, duplicate id, non-UTF-8 bytes in a binary text column, bad image bytes) are reported with row
+numbers and ids; bad rows are dropped and counted, a product whose only fault is its image keeps its title
+and loses the image.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vitrine.catalog.images import MAX_IMAGE_BYTES
 from vitrine.errors import CatalogError
 
 CATALOG_REQUIRED = ("product_id", "title")
 JUDGMENTS_REQUIRED = ("query", "product_id", "label")
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
+NON_UTF8 = "\x00non-utf8"  # placeholder for undecodable bytes (never a valid, printable value)
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"RIFF")
 MAX_REPORTED = 20
 
@@ -91,19 +94,34 @@ def image_problem(data: bytes | None) -> str | None:
     return None
 
 
+def _decode(raws: list[bytes | None]) -> list[str | None]:
+    """Bytes -> str; None stays None, bytes that are not UTF-8 become the ``NON_UTF8`` placeholder."""
+    out: list[str | None] = []
+    for raw in raws:
+        try:
+            out.append(None if raw is None else raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(NON_UTF8)
+    return out
+
+
 def _text_column(table: pa.Table, name: str, source: str) -> list[str | None]:
-    """Decode a string or binary column to Python str, None where missing or not UTF-8."""
+    """Decode a string or binary column to Python str, None where missing, ``NON_UTF8`` where not UTF-8."""
     col = table.column(name)
     if _is_string(col.type):
-        return col.to_pylist()
+        try:
+            return col.to_pylist()
+        except (UnicodeDecodeError, pa.ArrowException):
+            raw = pc.cast(col, pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary())
+            values = _decode(raw.to_pylist())
+            rows = [i for i, v in enumerate(values) if v == NON_UTF8]
+            raise CatalogError(
+                f"column '{name}' of '{source}' is typed string but {len(rows)} row(s) hold bytes that are not "
+                f"UTF-8 (rows {rows[:MAX_REPORTED]}); the file breaks its own schema. Re-encode those values "
+                "as UTF-8, or store the column as binary so that validation skips and counts the bad rows."
+            ) from None
     if _is_binary(col.type):
-        out: list[str | None] = []
-        for raw in col.to_pylist():
-            try:
-                out.append(None if raw is None else raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                out.append("\x00non-utf8")
-        return out
+        return _decode(col.to_pylist())
     if pa.types.is_integer(col.type) and name == "product_id":
         return [None if v is None else str(v) for v in col.to_pylist()]
     raise CatalogError(
@@ -131,13 +149,13 @@ def clean_catalog(table: pa.Table, source: str = "catalog") -> tuple[pa.Table, V
     clean_images: list[bytes | None] = []
     for row, (pid, title, image) in enumerate(zip(ids, titles, images, strict=True)):
         pid_s = pid.strip() if isinstance(pid, str) else None
-        if not pid_s or pid_s == "\x00non-utf8":
+        if not pid_s or pid_s == NON_UTF8:
             report.issues.append(RowIssue(row, None, "missing or non-UTF-8 product_id"))
             continue
         if pid_s in seen:
             report.issues.append(RowIssue(row, pid_s, "duplicate product_id (first kept)"))
             continue
-        if title == "\x00non-utf8":
+        if title == NON_UTF8:
             report.issues.append(RowIssue(row, pid_s, "title is not valid UTF-8"))
             continue
         title_s = " ".join(title.split()) if isinstance(title, str) else ""
@@ -186,7 +204,7 @@ def clean_judgments(
     keep_p: list[str] = []
     keep_l: list[float] = []
     for row, (q, pid, label) in enumerate(zip(queries, pids, labels, strict=True)):
-        q_s = " ".join(q.split()) if isinstance(q, str) and q != "\x00non-utf8" else ""
+        q_s = " ".join(q.split()) if isinstance(q, str) and q != NON_UTF8 else ""
         if not q_s:
             report.issues.append(RowIssue(row, pid, "missing or empty query"))
         elif not pid:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitrine.faults import crash_point
 from vitrine.features import Featurizer, Tokenize, trim_padding
 from vitrine.model.store import TOKENIZER, load_model_dir
 
@@ -22,10 +23,13 @@ class ProductEmbedder:
         pre = meta["preprocess"]
         self.featurize = Featurizer(str(Path(model_dir) / TOKENIZER), pre["image_size"], pre["max_query_len"],
                                     pre["max_title_len"])
+        self.batches = 0
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Embed one batch of catalog rows."""
+        self.batches += 1
+        crash_point("embed_batch", self.batches)  # fault injection for tests; off unless $VITRINE_FAULT is set
         f = self.featurize(batch)
         f["t_ids"], f["t_mask"] = trim_padding(f["t_ids"], f["t_mask"])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):

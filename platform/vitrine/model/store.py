@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from vitrine.config import DataConfig, ModelConfig
@@ -28,6 +29,7 @@ from vitrine.model.make import MakeModel
 WEIGHTS = "model.safetensors"
 META = "vitrine_model.json"
 TOKENIZER = "tokenizer"
+FORMAT = 1  # version of this directory layout; other versions are refused, not guessed at
 
 
 def file_sha256(path: Path) -> str:
@@ -51,7 +53,7 @@ def save_model_dir(model: MakeModel, data: DataConfig, out: str | Path, extra: d
     AutoTokenizer.from_pretrained(str(resolve_text_encoder(model.cfg.text_encoder))).save_pretrained(
         str(out / TOKENIZER))
     meta = {
-        "format": 1,
+        "format": FORMAT,
         "model": dataclasses.asdict(model.cfg),
         "preprocess": {"image_size": data.image_size, "max_query_len": data.max_query_len,
                        "max_title_len": data.max_title_len},
@@ -70,7 +72,11 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if not meta_path.is_file():
         raise RegistryError(f"'{path}' is not a Vitrine model directory (no {META}); "
                             "pass a directory written by `vitrine pretrain` or a models:/<name>@<alias> URI")
-    return json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise RegistryError(f"model directory '{path}' has format {meta.get('format')!r}; this Vitrine reads format "
+                            f"{FORMAT}. Re-export it with this version (`vitrine pretrain`) or upgrade Vitrine.")
+    return meta
 
 
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tuple[MakeModel, dict[str, Any]]:
@@ -83,6 +89,10 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tupl
     cfg = ModelConfig(**meta["model"])
     model = MakeModel(cfg, pretrained=False, text_hf_config=meta["text_hf_config"],
                       image_hf_config=meta["image_hf_config"])
-    load_model(model, str(path / WEIGHTS), device=str(device))
+    try:  # safetensors only: a file that is not one (e.g. a pickle) is refused, never unpickled
+        load_model(model, str(path / WEIGHTS), device=str(device))
+    except (SafetensorError, RuntimeError) as exc:
+        raise RegistryError(f"weights in '{path}' do not fit the architecture recorded in {META} or are not a "
+                            f"safetensors file: {str(exc)[:300]}") from None
     model.to(device).eval()
     return model, meta

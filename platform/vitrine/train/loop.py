@@ -77,9 +77,10 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torc
     return metrics
 
 
-def save_state(path: Path, optimizer: torch.optim.Optimizer, step: int, epoch: int) -> None:
+def save_state(path: Path, optimizer: torch.optim.Optimizer, step: int, epoch: int,
+               extra: dict[str, Any] | None = None) -> None:
     """Optimizer state and counters, for resuming (our own file, loaded with ``weights_only``)."""
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch}, path / STATE)
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch, **(extra or {})}, path / STATE)
 
 
 def load_state(path: Path) -> dict[str, Any]:

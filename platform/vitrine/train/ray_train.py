@@ -1,7 +1,11 @@
 """Ray Train glue: the per-worker loop around ``vitrine.train.loop`` and the ``TorchTrainer`` that runs it.
 
-Rank 0 logs metrics to MLflow and writes checkpoints (model dir + optimizer state); every worker reports
-at the same steps, so ``ray.train.report`` stays a barrier. A restarted run resumes from the last checkpoint.
+Rank 0 logs metrics to MLflow and writes checkpoints (model dir + optimizer state + counters + memory bank);
+every worker reports at the same steps, so ``ray.train.report`` stays a barrier. When a worker dies, Ray Train
+restarts the group (``FailureConfig``) and every worker resumes from the last checkpoint: the step counter,
+optimizer moments and memory bank continue, and the interrupted epoch only runs the batches it had left, so
+epoch boundaries fall on the same steps as in an uninterrupted run. The steps after the last checkpoint are
+redone (at most ``checkpoint_every``); the resumed epoch's remaining batches come from a fresh shuffle.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 
 from vitrine import registry
 from vitrine.config import PretrainJob, from_dict, to_dict
+from vitrine.faults import crash_point
 from vitrine.train.loop import build_optimizer, load_state, save_state, to_device, train_step
 
 log = logging.getLogger(__name__)
@@ -27,6 +32,23 @@ def _resolve_use_gpu(value: str) -> bool:
 
         return ray.cluster_resources().get("GPU", 0) > 0
     return value.lower() in ("true", "1", "yes")
+
+
+def _bank_state(bank: Any) -> dict[str, Any]:
+    """The memory bank's queue (its buffers are not module state, so they are saved by hand)."""
+    if bank is None:
+        return {}
+    return {"bank_feats": bank.feats.cpu(), "bank_ids": bank.ids.cpu(), "bank_ptr": bank.ptr,
+            "bank_count": bank.count}
+
+
+def _restore_bank(bank: Any, state: dict[str, Any]) -> None:
+    """Refill the memory bank from a checkpoint written with the same bank size."""
+    if bank is None or "bank_feats" not in state or state["bank_feats"].shape != bank.feats.shape:
+        return
+    bank.feats.copy_(state["bank_feats"])
+    bank.ids.copy_(state["bank_ids"])
+    bank.ptr, bank.count = int(state["bank_ptr"]), int(state["bank_count"])
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -49,7 +71,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = MakeModel(job.model)
     model.set_temperature(tc.temperature, tc.learn_temperature)
     optimizer = build_optimizer(model, tc)
-    step, epoch = 0, 0
+    step, epoch, epoch_step, resumed_from = 0, 0, 0, 0
+    state: dict[str, Any] = {}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -57,13 +80,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = load_state(Path(d))
             optimizer.load_state_dict(state["optimizer"])
             step, epoch = int(state["step"]), int(state["epoch"])
-        log.info("rank %d resumed from step %d (epoch %d)", rank, step, epoch)
+            epoch_step = int(state.get("epoch_step", 0))
+        resumed_from = step
+        torch.manual_seed(tc.seed + step)  # fresh masks after a resume rather than replaying those of step 0
+        log.info("rank %d resumed from step %d (epoch %d, %d batches into it)", rank, step, epoch, epoch_step)
     device = ray.train.torch.get_device()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     bank = MemoryBank(job.loss.memory_bank, job.model.embed_dim).to(device) if job.loss.memory_bank else None
+    _restore_bank(bank, state)
     shard = ray.train.get_dataset_shard("train")
     run_id = config.get("mlflow_run_id") if rank == 0 else None
     if run_id:
@@ -72,21 +99,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         mlflow.set_tracking_uri(config["tracking_uri"])
     t0, seen = time.perf_counter(), 0
     failed_images = 0
+    skip = epoch_step  # batches of the interrupted epoch consumed before the checkpoint
     while step < tc.max_steps:
+        batches = 0
         for batch in shard.iter_torch_batches(batch_size=tc.batch_size, drop_last=True,
                                               local_shuffle_buffer_size=tc.shuffle_buffer or None):
+            batches += 1
+            if batches <= skip:
+                continue
             failed_images += int(batch["image_failed"].sum())
             metrics = train_step(ddp, to_device(batch, device), optimizer, job.loss, bank)
             step += 1
+            epoch_step = batches
+            crash_point("train_step", step)
             seen += tc.batch_size
             metrics["samples_per_s"] = seen * ctx.get_world_size() / (time.perf_counter() - t0)
-            metrics.update(epoch=epoch, step=step, images_undecodable=failed_images)
+            metrics.update(epoch=epoch, step=step, images_undecodable=failed_images, resumed_from_step=resumed_from)
             last = step >= tc.max_steps
             if step % tc.checkpoint_every == 0 or last:
                 with tempfile.TemporaryDirectory() as tmp:
                     if rank == 0:
                         save_model_dir(model, job.data, Path(tmp) / "model", extra={"train_step": step})
-                        save_state(Path(tmp), optimizer, step, epoch)
+                        save_state(Path(tmp), optimizer, step, epoch,
+                                   extra={"epoch_step": epoch_step, **_bank_state(bank)})
                         ckpt = ray.train.Checkpoint.from_directory(tmp)
                     else:
                         ckpt = None
@@ -100,7 +135,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     log.warning("could not log metrics to MLflow at step %d: %s", step, exc)
             if last:
                 break
-        epoch += 1
+        if batches == 0:
+            raise RuntimeError(f"rank {rank}: the training dataset shard yielded no batch of {tc.batch_size} "
+                               "rows; lower train.batch_size or add data")
+        if step < tc.max_steps:
+            epoch += 1
+        skip = 0
 
 
 def run_trainer(job: PretrainJob, dataset: Any, storage: Path, run_name: str, mlflow_run_id: str | None
