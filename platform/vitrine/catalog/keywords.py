@@ -2,8 +2,8 @@
 
 MAKE states that short queries are enriched with product keywords and that similar queries must not be
 treated as each other's negatives; it does not say how keywords are mined. Vitrine's choice: a product's
-keywords are its title terms that its own queries use (most-used first); when its queries share no term
-with the title, the title terms most used across the whole query log (terms shoppers type) fill in.
+keywords are its title terms that its own queries use (most-used first); when those give fewer than ``k``,
+its other title terms that occur anywhere in the query log (terms shoppers type) fill in, most used first.
 Stopwords, pure numbers and one-letter tokens are never keywords.
 
 How training uses them (``loss.keyword_enhancement``): each (query, product) pair also yields an enhanced
