@@ -4,6 +4,7 @@ sqlite MLflow; the table, plot and run ids are checked, and a second call resume
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,9 @@ def test_report_trains_evaluates_and_resumes(tmp_path):
            f"--overrides=[data.catalog={SAMPLE / 'myntra_sample.parquet'},data.queries={paths['train_queries']},"
            "train.batch_size=8,train.log_every=1,train.checkpoint_every=3]",
            f"--output={out}", "--label=sample"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    # the job's own sqlite store in its workdir, whatever tracking URI earlier tests left in this process
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     rows = report["rows"]
@@ -51,7 +54,7 @@ def test_report_trains_evaluates_and_resumes(tmp_path):
     assert client.get_run(rows["full"]["train_run_id"]).data.params["model.use_images"] == "True"
     assert client.get_model_version_by_alias("vitrine-myntra-full", "ablation").run_id == rows["full"]["train_run_id"]
 
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "report.json").read_text())["rows"] == rows  # resumed: nothing retrained
     assert "already evaluated" in again.stderr
