@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean browser
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 demo: install
 	$(BIN)/vitrine demo
 
-test: install
+# Headless Chromium + chromedriver (Debian packages) for the browser test; a no-op when both are present.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
+	  echo "warning: could not install chromium + chromium-driver; the browser test will skip"
+
+test: install browser
 	$(BIN)/python -m pytest
 
 lint: install

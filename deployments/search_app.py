@@ -1,13 +1,16 @@
-"""Ray Serve application: a batched query-tower deployment and a search ingress holding the FAISS index.
+"""Ray Serve application: a batched query tower, an index deployment and an HTTP ingress with a search page.
 
     serve run deployments/serve_config.yaml          # or: vitrine serve
     curl -X POST localhost:8000/search -d '{"query": "red tshirt for men", "k": 10}'
 
-``build_app`` pins the model alias to a concrete registry version at deploy time, so the query tower and the
-index always come from the same version; the ingress refuses an index built for another version.
-Nothing is loaded at import time: replicas resolve and download artifacts in their constructors.
+Every request is served by one registry version end to end: the ingress picks the version when the request
+arrives and both the query tower and the index answer with that version's weights and index (an index built
+for another version is refused). The ingress follows the registry alias (``poll_interval_s``): when the alias
+moves, it has the tower and index load the new version first, then switches; requests already running finish
+on the old version, which each replica keeps loaded beside the new one. Nothing is loaded at import time.
 """
 
+import asyncio
 import logging
 import os
 import time
@@ -15,12 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import HTTPException
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.api import PAGE, ErrorResponse, SearchHit, SearchRequest, SearchResponse, make_api
+
 log = logging.getLogger(__name__)
+GiB = 1024**3
 
 
 class SearchAppArgs(BaseModel):
@@ -33,151 +40,242 @@ class SearchAppArgs(BaseModel):
     tracking_uri: str = ""
     max_batch_size: int = Field(16, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0)
-    num_replicas: int = Field(1, ge=1)
+    num_replicas: int | None = Field(None, ge=1, description="None = the serve config's (or autoscaling)")
     default_k: int = Field(10, ge=1, le=1000)
+    poll_interval_s: float = Field(5.0, ge=0.0, description="alias check period; 0 = stay on the first version")
+    search_params: dict[str, Any] = Field(default_factory=dict, description="e.g. {'efSearch': 128}")
+    index_device: str = "auto"
 
 
-class SearchRequest(BaseModel):
-    """``POST /search`` body."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    query: str = Field(..., min_length=1, max_length=512, description="shopper query text")
-    k: int = Field(10, ge=1, le=1000, description="number of results")
-
-
-class SearchHit(BaseModel):
-    """One result."""
-
-    product_id: str
-    title: str
-    score: float
-    title_weight: float
-    image_weight: float
-
-
-class SearchResponse(BaseModel):
-    """``POST /search`` answer."""
-
-    query: str
-    results: list[SearchHit]
-    model_name: str
-    model_version: str
-    took_ms: float
-
-
-def _resolve(model_uri: str, workdir: str, tracking_uri: str) -> Any:
-    from vitrine import registry
+def _tracking(tracking_uri: str) -> None:
+    import mlflow
 
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    import mlflow
-
     mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
-    return registry.resolve_model(model_uri, Path(workdir) / "cache")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+@serve.deployment(ray_actor_options={"num_cpus": 0.5, "memory": int(1.5 * GiB)}, max_ongoing_requests=128)
 class QueryTower:
-    """The query encoder behind dynamic batching (``@serve.batch``)."""
+    """The query encoder of each served version behind dynamic batching (``@serve.batch``)."""
 
-    def __init__(self, model_uri: str, workdir: str, tracking_uri: str, max_batch_size: int,
-                 batch_wait_timeout_s: float) -> None:
+    def __init__(self, name: str, version: str, workdir: str, tracking_uri: str) -> None:
         import torch
 
         from vitrine.index.embed import QueryEncoder
+        from vitrine.index.serving import VersionCache, resolve_version
 
         torch.set_num_threads(1)
-        self.model = _resolve(model_uri, workdir, tracking_uri)
-        self.encoder = QueryEncoder(self.model.local_dir)
-        self.reconfigure({"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s})
+        _tracking(tracking_uri)
+        cache = Path(workdir) / "cache"
+        self.encoders = VersionCache(lambda v: QueryEncoder(resolve_version(name, v, cache).local_dir))
+        self.encoders.get(version)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Live knobs: batch size and wait."""
+        """Live knobs: ``max_batch_size`` and ``batch_wait_timeout_s``."""
         if "max_batch_size" in user_config:
             self.encode_batch.set_max_batch_size(int(user_config["max_batch_size"]))
         if "batch_wait_timeout_s" in user_config:
             self.encode_batch.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
 
-    def version(self) -> str:
-        """The registry version this replica serves."""
-        return self.model.version
+    async def warm(self, version: str) -> str:
+        """Load a version's query tower (before the ingress switches to it) without blocking requests."""
+        await asyncio.to_thread(self.encoders.get, version)
+        return version
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        """A batch of query strings -> their unit vectors."""
-        return list(self.encoder(texts))
+    async def encode_batch(self, items: list[tuple[str, str]]) -> list[np.ndarray]:
+        """A batch of (query, version) -> unit vectors, one forward pass per version in the batch."""
+        out: list[np.ndarray | None] = [None] * len(items)
+        for version in {v for _, v in items}:
+            idx = [i for i, (_, v) in enumerate(items) if v == version]
+            vecs = self.encoders.get(version)([items[i][0] for i in idx])
+            for i, vec in zip(idx, vecs, strict=True):
+                out[i] = vec
+        return out  # type: ignore[return-value]
 
-    async def __call__(self, text: str) -> np.ndarray:
-        """One query -> (D,) float32."""
-        return await self.encode_batch(text)
+    async def __call__(self, text: str, version: str) -> np.ndarray:
+        """One query -> (D,) float32 from the given version's query tower."""
+        return await self.encode_batch((text, version))
 
 
-api = FastAPI(title="Vitrine search", description="Text-to-multimodal product search.", version="0.1.0")
+@serve.deployment(ray_actor_options={"num_cpus": 0.5, "memory": 2 * GiB}, max_ongoing_requests=256)
+class IndexSearcher:
+    """The FAISS index of each served version (loaded once per replica) plus product titles and images."""
+
+    def __init__(self, name: str, version: str, workdir: str, tracking_uri: str, device: str = "auto") -> None:
+        from vitrine.index.serving import Catalog, ImageStore, VersionCache, load_version_index, resolve_version
+
+        _tracking(tracking_uri)
+        cache = Path(workdir) / "cache"
+        self.search_params: dict[str, Any] = {}
+
+        def load(v: str) -> tuple[Catalog, ImageStore]:
+            index = load_version_index(resolve_version(name, v, cache), cache, device)
+            index.set_search_params(self.search_params, strict=False)
+            return Catalog(index), ImageStore(str(index.meta.get("catalog", "")))
+
+        self.versions = VersionCache(load)
+        self.versions.get(version)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live knobs: ``search_params`` (``nprobe``, ``efSearch``...) applied to every loaded index."""
+        if "search_params" not in user_config:
+            return
+        params = dict(user_config["search_params"] or {})
+        for v in self.versions.versions():
+            self.versions.get(v)[0].index.set_search_params(params, strict=False)
+        self.search_params = params
+
+    async def info(self, version: str) -> dict[str, Any]:
+        """Load ``version`` if needed; its index metadata, filterable columns and live search parameters."""
+        catalog = (await asyncio.to_thread(self.versions.get, version))[0]
+        live = {k: v for k, v in self.search_params.items() if catalog.index.set_search_params({k: v}, False)}
+        return {"index": {**catalog.index.meta, "placement": catalog.index.placement, "live_search_params": live},
+                "filterable": catalog.filterable}
+
+    def search(self, vector: np.ndarray, k: int, filters: dict[str, list[str]] | None, version: str
+               ) -> list[dict[str, Any]]:
+        """Top-k hits of one query vector in ``version``'s index."""
+        return self.versions.get(version)[0].search(vector, k, filters)
+
+    def image(self, product_id: str, version: str) -> bytes | None:
+        """A product's image bytes, or None."""
+        return self.versions.get(version)[1].get(product_id)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+api = make_api()
+RETRIES = 5  # attempts per downstream call when the replica that took it died (Serve routes a retry elsewhere)
+
+
+async def _retrying(call: Any) -> Any:
+    """Await ``call()``; when the replica serving it died mid-request, try again on another (the calls are pure).
+
+    Serve replaces a dead replica on its own, but the requests it held fail with ``RayActorError``; searching is
+    idempotent, so the ingress re-sends them instead of answering 500.
+    """
+    from ray.exceptions import RayActorError
+
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return await call()
+        except RayActorError as exc:
+            if attempt == RETRIES:
+                raise
+            log.warning("replica died during a request (%s); retry %d of %d", type(exc).__name__, attempt,
+                        RETRIES - 1)
+            await asyncio.sleep(0.1 * attempt)
+    raise AssertionError("unreachable")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5, "memory": GiB // 2}, max_ongoing_requests=256)
 @serve.ingress(api)
 class SearchIngress:
-    """HTTP ingress: embeds the query through ``QueryTower`` and searches the index of the same model version."""
+    """HTTP ingress: picks the served version, embeds the query through ``QueryTower``, searches the index."""
 
-    def __init__(self, tower: DeploymentHandle, model_uri: str, workdir: str, tracking_uri: str,
-                 default_k: int) -> None:
-        from vitrine import registry
-        from vitrine.errors import RegistryError
-        from vitrine.index.faiss_index import load_index
-
-        self.tower = tower
-        self.model = _resolve(model_uri, workdir, tracking_uri)
-        if not self.model.index_uri:
-            raise RegistryError(f"model {model_uri} (version {self.model.version}) has no index yet; "
-                                "run `vitrine index` first")
-        local = Path(workdir) / "cache" / self.model.name / self.model.version / "index_dl"
-        if not (local / "index" / "index_meta.json").is_file():
-            registry.download(self.model.index_uri, local)
-        self.index = load_index(local / "index", expect_model_version=self.model.version)
-        self.titles = self.index.products.column("title").to_pylist()
-        self.title_w = self.index.products.column("title_weight").to_pylist()
-        self.image_w = self.index.products.column("image_weight").to_pylist()
+    async def __init__(self, tower: DeploymentHandle, searcher: DeploymentHandle, name: str, version: str,
+                       alias: str, tracking_uri: str, default_k: int, poll_interval_s: float) -> None:
+        _tracking(tracking_uri)
+        self.tower, self.searcher = tower, searcher
+        self.name, self.alias, self.version = name, alias, version
         self.default_k = default_k
+        self.infos = {version: await self.searcher.info.remote(version)}
+        self.last_refusal = ""
+        self.page = PAGE.read_text()
+        self.watcher = None
+        if alias and poll_interval_s > 0:
+            self.watcher = asyncio.get_running_loop().create_task(self._follow_alias(poll_interval_s))
+
+    async def _follow_alias(self, every: float) -> None:
+        from vitrine.index.serving import alias_version
+
+        while True:
+            await asyncio.sleep(every)
+            try:
+                target = await asyncio.to_thread(alias_version, self.name, self.alias)
+                if target != self.version:
+                    await self.switch(target)
+            except Exception as exc:  # noqa: BLE001 - keep serving the current version, say why
+                msg = f"not switching @{self.alias} to its new version: {exc}"
+                if msg != self.last_refusal:
+                    log.error("%s", msg)
+                self.last_refusal = msg
+
+    async def switch(self, version: str) -> None:
+        """Load ``version`` in the tower and index replicas, then serve it; a failure keeps the old one."""
+        t0 = time.perf_counter()
+        info = await self.searcher.info.remote(version)
+        await self.tower.warm.remote(version)
+        self.infos[version] = info
+        for old in [v for v in self.infos if v not in (version, self.version)]:
+            del self.infos[old]
+        previous, self.version = self.version, version
+        self.last_refusal = ""
+        log.info("now serving %s version %s (was %s; loaded in %.1fs)", self.name, version, previous,
+                 time.perf_counter() - t0)
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page(self) -> HTMLResponse:
+        """The search page."""
+        return HTMLResponse(self.page)
 
     @api.get("/health")
     def health(self) -> dict[str, str]:
-        """Liveness: the index is loaded."""
+        """Liveness: the served version's tower and index are loaded."""
         return {"status": "ok"}
 
     @api.get("/model")
     def model_info(self) -> dict[str, Any]:
-        """Model name, version, alias and index metadata."""
-        return {"name": self.model.name, "version": self.model.version, "alias": self.model.alias,
-                "index": self.index.meta}
+        """Model name, version, alias and index metadata of the version served now."""
+        info = self.infos[self.version]
+        return {"name": self.name, "version": self.version, "alias": self.alias, "index": info["index"],
+                "filterable": info["filterable"], "last_refusal": self.last_refusal}
 
-    @api.post("/search", response_model=SearchResponse)
+    @api.post("/search", response_model=SearchResponse, responses={422: {"model": ErrorResponse}})
     async def search(self, req: SearchRequest) -> SearchResponse:
-        """Top-k products for a query."""
+        """Top-k products for a query, optionally filtered on attribute columns."""
         t0 = time.perf_counter()
-        vec = await self.tower.remote(req.query)
-        scores, rows = self.index.search(vec[None, :], req.k)
-        hits = [SearchHit(product_id=self.index.product_ids[r], title=self.titles[r], score=float(s),
-                          title_weight=float(self.title_w[r]), image_weight=float(self.image_w[r]))
-                for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
-        return SearchResponse(query=req.query, results=hits, model_name=self.model.name,
-                              model_version=self.model.version, took_ms=(time.perf_counter() - t0) * 1000)
+        version = self.version
+        if req.filters:
+            bad = sorted(set(req.filters) - set(self.infos[version]["filterable"]))
+            if bad:
+                raise HTTPException(422, f"cannot filter on {bad}: not attribute columns of this catalog; "
+                                         f"filterable columns: {self.infos[version]['filterable']}")
+        vec = await _retrying(lambda: self.tower.remote(req.query, version))
+        hits = await _retrying(lambda: self.searcher.search.remote(vec, req.k, req.filters, version))
+        results = [SearchHit(**{k: v for k, v in h.items() if k != "has_image"},
+                             image_url=f"image/{h['product_id']}?v={version}" if h["has_image"] else None)
+                   for h in hits]
+        return SearchResponse(query=req.query, k=req.k, results=results, model_name=self.name,
+                              model_version=version, took_ms=(time.perf_counter() - t0) * 1000)
+
+    @api.get("/image/{product_id}", include_in_schema=False)
+    async def image(self, product_id: str, v: str = "") -> Response:
+        """A product's image (404 when it has none)."""
+        from vitrine.index.serving import image_mime
+
+        version = v if v in self.infos else self.version
+        data = await self.searcher.image.remote(product_id, version)
+        if not data:
+            raise HTTPException(404, f"product {product_id!r} has no image in version {version}")
+        return Response(data, media_type=image_mime(data), headers={"cache-control": "max-age=3600"})
 
 
-def pin_version(model_uri: str, tracking_uri: str) -> str:
-    """``models:/name@alias`` -> ``models:/name/<version>`` (other URIs unchanged)."""
+def resolve_start(model_uri: str, tracking_uri: str) -> tuple[str, str, str]:
+    """``models:/name@alias`` or ``models:/name/<version>`` -> (name, version now, alias or '')."""
     from vitrine import registry
+    from vitrine.errors import ConfigError
 
     m = registry.MODEL_URI.match(model_uri)
-    if not m or not m["alias"]:
-        return model_uri
-    import mlflow
+    if not m:
+        raise ConfigError(f"model_uri {model_uri!r} must be models:/<name>@<alias> or models:/<name>/<version> "
+                          "(the app serves registry versions, each with its index)")
+    _tracking(tracking_uri)
+    if m["alias"]:
+        from vitrine.index.serving import alias_version
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    mv = registry.client().get_model_version_by_alias(m["name"], m["alias"])
-    return f"models:/{m['name']}/{mv.version}"
+        return m["name"], alias_version(m["name"], m["alias"]), m["alias"]
+    return m["name"], m["version"], ""
 
 
 def build_app(args: dict[str, Any] | SearchAppArgs) -> Any:
@@ -187,7 +285,12 @@ def build_app(args: dict[str, Any] | SearchAppArgs) -> Any:
     tracking = a.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if not tracking:
         tracking = f"sqlite:///{Path(workdir) / 'mlflow.db'}"
-    uri = pin_version(a.model_uri, tracking)
-    tower = QueryTower.options(num_replicas=a.num_replicas).bind(uri, workdir, tracking, a.max_batch_size,
-                                                                 a.batch_wait_timeout_s)
-    return SearchIngress.options(num_replicas=a.num_replicas).bind(tower, uri, workdir, tracking, a.default_k)
+    name, version, alias = resolve_start(a.model_uri, tracking)
+    replicas = {} if a.num_replicas is None else {"num_replicas": a.num_replicas}
+    tower = QueryTower.options(**replicas, user_config={
+        "max_batch_size": a.max_batch_size, "batch_wait_timeout_s": a.batch_wait_timeout_s}).bind(
+        name, version, workdir, tracking)
+    searcher = IndexSearcher.options(**replicas, user_config={"search_params": a.search_params}).bind(
+        name, version, workdir, tracking, a.index_device)
+    return SearchIngress.options(**replicas).bind(tower, searcher, name, version, alias, tracking, a.default_k,
+                                                  a.poll_interval_s)

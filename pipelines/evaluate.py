@@ -3,6 +3,7 @@
     vitrine evaluate --model models:/vitrine@champion --catalog products.parquet --judgments judgments.parquet
     vitrine evaluate --model bm25 ...          # BM25 over titles
     vitrine evaluate --model pretrained ...    # zero-shot MiniLM (mean pooled, exact search)
+    vitrine evaluate --model hybrid:models:/vitrine@champion ...   # BM25 + the model, reciprocal-rank fusion
 
 A trained model embeds whatever catalog it is handed with its product tower (Ray Data), then searches
 exactly (Flat); metrics, a Recall@K plot and the metrics JSON are logged to MLflow.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +28,39 @@ from vitrine import registry
 from vitrine.catalog.io import read_table
 from vitrine.catalog.schema import clean_judgments
 from vitrine.config import EvaluateJob, IndexJob, flatten
-from vitrine.evaluate import BM25Retriever, DenseRetriever, Relevance, judgments_by_query, recall_curve, score_run
+from vitrine.evaluate import (
+    BM25Retriever,
+    DenseRetriever,
+    HybridRetriever,
+    Relevance,
+    judgments_by_query,
+    recall_curve,
+    score_run,
+)
 from vitrine.index.embed import QueryEncoder, ZeroShotTextEncoder
+from vitrine.model.store import verify_model_dir
 
 log = logging.getLogger(__name__)
 CURVE_KS = (1, 5, 10, 20, 50, 100)
 
 
 def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workdir: Path) -> tuple[Any, str]:
-    """The retriever named by ``job.model`` and a label for reports."""
+    """The retriever named by ``job.model`` and a label for reports (``hybrid:<model>`` fuses BM25 with it)."""
+    if not job.model.startswith("hybrid:"):
+        return single_retriever(job, catalog, files, workdir)
+    from vitrine.errors import ConfigError
+
+    inner = job.model.removeprefix("hybrid:")
+    if inner in ("", "bm25") or inner.startswith("hybrid:"):
+        raise ConfigError(f"--model {job.model!r}: hybrid fuses BM25 with a dense model; write "
+                          "hybrid:models:/<name>@<alias>, hybrid:<model dir> or hybrid:pretrained")
+    dense, label = single_retriever(replace(job, model=inner), catalog, files, workdir)
+    lexical = BM25Retriever(catalog.column("product_id").to_pylist(), catalog.column("title").to_pylist())
+    return HybridRetriever(lexical, dense, job.hybrid_depth, dense_weight=job.hybrid_weight), f"hybrid-bm25+{label}"
+
+
+def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workdir: Path) -> tuple[Any, str]:
+    """BM25, zero-shot MiniLM, or a trained model's towers (catalog embedded now, or read from ``job.embeddings``)."""
     ids = catalog.column("product_id").to_pylist()
     titles = catalog.column("title").to_pylist()
     if job.model == "bm25":
@@ -45,15 +71,27 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
     from pipelines.embed_index import check_exactly_once, embed_catalog
 
     model = registry.resolve_model(job.model, workdir / "cache")
-    index_job = IndexJob(workdir=job.workdir, data=job.data, index=job.index, tracking=job.tracking)
-    with ray_session():
-        emb = embed_catalog(files, model.local_dir, workdir / "eval_embeddings" / f"{time.time_ns()}", index_job)
+    verify_model_dir(model.local_dir)
+    if job.embeddings:
+        emb = read_table(job.embeddings)
+        log.info("product vectors read from %s (%d rows), not re-embedded", job.embeddings, emb.num_rows)
+    else:
+        index_job = IndexJob(workdir=job.workdir, data=job.data, index=job.index, tracking=job.tracking)
+        with ray_session():
+            emb = embed_catalog(files, model.local_dir, workdir / "eval_embeddings" / f"{time.time_ns()}",
+                                index_job)
     emb = check_exactly_once(emb.filter(pa.compute.is_in(emb.column("product_id"), catalog.column("product_id"))),
                              catalog)
     position = {pid: i for i, pid in enumerate(emb.column("product_id").to_pylist())}
     vectors = np.stack(emb.column("embedding").to_numpy(zero_copy_only=False))[[position[p] for p in ids]]
     label = f"{model.name}/v{model.version}" if model.version else str(model.local_dir)
-    return DenseRetriever(label, vectors, QueryEncoder(model.local_dir)), label
+    query_encoder = QueryEncoder(model.local_dir)
+    if vectors.shape[1] != query_encoder.model.cfg.embed_dim:
+        from vitrine.errors import ConfigError
+
+        raise ConfigError(f"--embeddings {job.embeddings}: vectors of dim {vectors.shape[1]} do not come from "
+                          f"{job.model} (dim {query_encoder.model.cfg.embed_dim}); drop --embeddings to re-embed")
+    return DenseRetriever(label, vectors, query_encoder), label
 
 
 def retrieve(retriever: Any, queries: list[str], ids: list[str], k: int, batch: int = 256
@@ -81,7 +119,8 @@ def run(job: EvaluateJob) -> dict[str, Any]:
     from vitrine.errors import ConfigError
 
     if not job.model:
-        raise ConfigError("pass --model: models:/<name>@<alias>, a model directory, 'bm25' or 'pretrained'")
+        raise ConfigError("pass --model: models:/<name>@<alias>, a model directory, 'bm25', 'pretrained' "
+                          "or hybrid:<one of those dense models>")
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.catalog)

@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from pipelines.common import absolute, ensure_ray
 from vitrine import registry
-from vitrine.config import ServeConfig, ServeJob, TrackingConfig
+from vitrine.config import DataConfig, ModelConfig, ServeConfig, ServeJob, TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +28,33 @@ def start(model_uri: str, workdir: str, serve_cfg: ServeConfig, tracking: Tracki
     args = SearchAppArgs(model_uri=model_uri or f"models:/{tracking.model_name}@{tracking.alias}",
                          workdir=str(absolute(workdir)), tracking_uri=uri, max_batch_size=serve_cfg.max_batch_size,
                          batch_wait_timeout_s=serve_cfg.batch_wait_timeout_s,
-                         num_replicas=serve_cfg.num_replicas, default_k=serve_cfg.default_k)
+                         num_replicas=serve_cfg.num_replicas, default_k=serve_cfg.default_k,
+                         poll_interval_s=serve_cfg.poll_interval_s, search_params=dict(serve_cfg.search_params))
     serve.start(http_options={"host": serve_cfg.host, "port": serve_cfg.port})
     serve.run(build_app(args), name="vitrine", route_prefix="/")
-    return f"http://{serve_cfg.host}:{serve_cfg.port}"
+    url = f"http://{serve_cfg.host}:{serve_cfg.port}"
+    log.info("serving %s at %s (page %s/, docs %s/docs)", args.model_uri, url, url, url)
+    return url
+
+
+def register_zero_shot(workdir: str | Path, tracking: TrackingConfig, alias: str | None = None,
+                       data: DataConfig | None = None) -> str:
+    """Register the untrained (zero-shot MiniLM + ImageNet MobileNetV2) model as a new version; returns it.
+
+    The baseline to serve before any training, and a quick model for serving tests and benchmarks.
+    """
+    from vitrine.model.make import MakeModel
+    from vitrine.model.store import save_model_dir
+
+    workdir = absolute(workdir)
+    exp_id = registry.setup(tracking, workdir)
+    run_id = registry.start_run(exp_id, "zero-shot", tags={"vitrine.job": "zero_shot"})
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model_dir(MakeModel(ModelConfig(), pretrained=True), data or DataConfig(), Path(tmp) / "model",
+                       extra={"zero_shot": True})
+        registry.log_artifacts(run_id, Path(tmp) / "model", "model")
+    registry.end_run(run_id)
+    return registry.register_model(tracking.model_name, run_id, alias, tags={"vitrine.zero_shot": "true"})
 
 
 def run(job: ServeJob) -> dict[str, Any]:
@@ -39,7 +64,8 @@ def run(job: ServeJob) -> dict[str, Any]:
     registry.setup(job.tracking, absolute(job.workdir))
     ensure_ray()
     url = start(job.model_uri, job.workdir, job.serve, job.tracking)
-    print(f"Vitrine is serving at {url}  (POST {url}/search, GET {url}/model, docs at {url}/docs)", flush=True)
+    print(f"Vitrine is serving at {url}  (search page {url}/, POST {url}/search, GET {url}/model, "
+          f"docs at {url}/docs)", flush=True)
     if job.blocking:
         try:
             while True:

@@ -37,12 +37,13 @@ JOBS: dict[str, tuple[type, str, str]] = {
     "promote": (PromoteJob, "pipelines.promote",
                 "Move a registry alias to a candidate only if it passes the evaluation gate."),
     "evaluate": (EvaluateJob, "pipelines.evaluate",
-                 "Score a model or baseline (bm25, pretrained) on judged queries over a full catalog."),
+                 "Score a model or baseline (bm25, pretrained, hybrid:<model>) on judged queries over a full catalog."),
     "report": (ReportJob, "pipelines.report",
                "Train every ablation on one recipe and budget, evaluate, write a Markdown table + plot."),
 }
 # `vitrine evaluate --model X --catalog Y` (space-separated) is accepted besides --model=X.
-EVALUATE_FLAGS = ("model", "catalog", "judgments", "k", "output", "run-output", "relevant-min", "gain-offset")
+EVALUATE_FLAGS = ("model", "catalog", "judgments", "k", "output", "run-output", "relevant-min", "gain-offset",
+                  "embeddings", "hybrid-weight", "hybrid-depth")
 
 log = logging.getLogger("vitrine")
 

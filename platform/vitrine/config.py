@@ -106,6 +106,9 @@ class IndexConfig:
     search_params: dict[str, Any] = field(default_factory=dict)  # e.g. {"efSearch": 128} or {"nprobe": 16}
     embed_batch_size: int = 64
     embed_concurrency: int = 1
+    train_size: int = 100_000  # vectors sampled to train IVF/PQ indexes
+    device: str = "auto"  # "auto" (GPUs when faiss sees any), "cpu" or "gpu"
+    recall_queries: int = 500  # held-out query vectors for recall@10 vs an exact Flat search
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,8 @@ class ServeConfig:
     batch_wait_timeout_s: float = 0.005
     num_replicas: int = 1
     default_k: int = 10
+    poll_interval_s: float = 5.0  # how often the app checks the registry alias (0 = stay on the deployed version)
+    search_params: dict[str, Any] = field(default_factory=dict)  # live index knobs, e.g. {"efSearch": 128}
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ class EvaluateJob:
     """``vitrine evaluate``: retrieve over a full catalog for every judged query and score the ranking."""
 
     workdir: str = "runs"
-    model: str = ""  # models:/<name>@<alias> | a model dir | "bm25" | "pretrained" (zero-shot MiniLM)
+    model: str = ""  # models:/<name>@<alias> | a model dir | "bm25" | "pretrained" (zero-shot MiniLM) | hybrid:<dense>
     catalog: str = str(SAMPLE_DIR / "homedepot_products.parquet")
     judgments: str = str(SAMPLE_DIR / "homedepot_judgments.parquet")
     k: int = 100
@@ -156,6 +161,9 @@ class EvaluateJob:
     gain_offset: float = 1.0  # nDCG gain = max(0, label - gain_offset)
     output: str = ""  # metrics JSON path ("" = none)
     run_output: str = ""  # ranked results Parquet: query, product_id, rank, score
+    embeddings: str = ""  # product vectors Parquet of this model (from `vitrine index`/evaluate): skip embedding
+    hybrid_weight: float = 0.5  # hybrid:<model>: dense share of the reciprocal-rank-fusion vote (0.5 = plain RRF)
+    hybrid_depth: int = 200  # hybrid:<model>: candidates taken from each side before fusion
     data: DataConfig = field(default_factory=DataConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -125,3 +125,42 @@ class DenseRetriever:
         """Top-k (scores, row positions) per query."""
         q = np.ascontiguousarray(self.encode_queries(queries), dtype=np.float32)
         return self.index.search(q, min(k, self.index.ntotal))
+
+
+class HybridRetriever:
+    """Reciprocal-rank fusion (RRF) of a lexical and a dense retriever: ``sum_r w_r / (rrf_k + rank_r)``.
+
+    RRF needs no score calibration between BM25 (unbounded) and cosine scores and is the usual first hybrid a
+    search team ships. Each side contributes its top ``depth``; a BM25 hit with score 0 (no query term in the
+    title) is not a hit. ``dense_weight`` in [0, 1] splits the vote (0.5 = plain RRF).
+    """
+
+    def __init__(self, lexical, dense, depth: int = 200, rrf_k: float = 60.0,  # noqa: ANN001 - retrievers
+                 dense_weight: float = 0.5) -> None:
+        if not 0.0 <= dense_weight <= 1.0:
+            raise ConfigError(f"hybrid dense_weight={dense_weight}: use a value in [0, 1]")
+        if depth < 1:
+            raise ConfigError(f"hybrid depth={depth}: take at least 1 candidate from each side")
+        self.name = f"hybrid({lexical.name}+{dense.name})"
+        self.lexical, self.dense = lexical, dense
+        self.depth, self.rrf_k, self.dense_weight = depth, rrf_k, dense_weight
+
+    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (fused scores, row positions) per query; -1 pads when fewer than k products were hit."""
+        depth = max(k, self.depth)
+        l_scores, l_rows = self.lexical.search(queries, depth)
+        _, d_rows = self.dense.search(queries, depth)
+        out_s = np.zeros((len(queries), k), np.float32)
+        out_p = np.full((len(queries), k), -1, np.int64)
+        for i in range(len(queries)):
+            fused: dict[int, float] = defaultdict(float)
+            for rank, (row, score) in enumerate(zip(l_rows[i], l_scores[i], strict=True), start=1):
+                if score > 0:
+                    fused[int(row)] += (1.0 - self.dense_weight) / (self.rrf_k + rank)
+            for rank, row in enumerate(d_rows[i], start=1):
+                if row >= 0:
+                    fused[int(row)] += self.dense_weight / (self.rrf_k + rank)
+            top = sorted(fused.items(), key=lambda kv: -kv[1])[:k]
+            out_p[i, :len(top)] = [r for r, _ in top]
+            out_s[i, :len(top)] = [s for _, s in top]
+        return out_s, out_p

@@ -44,3 +44,47 @@ def test_score_run_means_and_skips_queries_without_relevant():
     assert m["ndcg@10"] == pytest.approx((2 / math.log2(3) / 2) / 2)
     with pytest.raises(ConfigError, match="relevant"):
         score_run(run, {"q": {"a": 1.0}}, REL)
+
+
+class _Fixed:
+    """A retriever returning fixed rankings (scores descending by rank)."""
+
+    def __init__(self, name: str, rows: list[list[int]], scores: list[list[float]] | None = None) -> None:
+        self.name, self.rows = name, rows
+        self.scores = scores or [[1.0 / (r + 1) for r in range(len(row))] for row in rows]
+
+    def search(self, queries: list[str], k: int):
+        import numpy as np
+
+        return (np.array([s[:k] for s in self.scores], np.float32), np.array([r[:k] for r in self.rows]))
+
+
+def test_hybrid_reciprocal_rank_fusion_by_hand():
+    from vitrine.evaluate import HybridRetriever
+
+    # lexical ranks rows 5, 7, 9 (row 9 has BM25 score 0: no term matched, not a hit); dense ranks 7, 3, 5
+    lexical = _Fixed("bm25", [[5, 7, 9]], [[3.0, 2.0, 0.0]])
+    dense = _Fixed("dense", [[7, 3, 5]])
+    scores, rows = HybridRetriever(lexical, dense, depth=3, rrf_k=1.0).search(["q"], 4)
+    # row 7: 0.5/(1+2) + 0.5/(1+1) = 0.4167; row 5: 0.5/2 + 0.5/4 = 0.375; row 3: 0.5/3 = 0.1667
+    assert rows[0].tolist() == [7, 5, 3, -1]
+    assert scores[0][:3] == pytest.approx([0.5 / 3 + 0.25, 0.25 + 0.125, 0.5 / 3])
+    # all weight on dense = the dense ranking
+    _, rows = HybridRetriever(lexical, dense, depth=3, rrf_k=1.0, dense_weight=1.0).search(["q"], 3)
+    assert rows[0].tolist() == [7, 3, 5]
+    with pytest.raises(ConfigError, match="dense_weight=1.5"):
+        HybridRetriever(lexical, dense, dense_weight=1.5)
+
+
+def test_hybrid_on_real_bm25_and_dense_vectors():
+    import numpy as np
+
+    from vitrine.evaluate import BM25Retriever, DenseRetriever, HybridRetriever
+
+    titles = ["red cotton shirt", "blue denim jeans", "red leather handbag", "green cotton kurta"]
+    ids = [f"p{i}" for i in range(4)]
+    vecs = np.eye(4, dtype=np.float32)  # the "dense model" puts the handbag first for every query
+    dense = DenseRetriever("toy", vecs, lambda qs: np.tile(vecs[2], (len(qs), 1)))
+    _, rows = HybridRetriever(BM25Retriever(ids, titles), dense, depth=4).search(["red shirt"], 2)
+    # BM25: shirt (both terms) then handbag; dense: handbag first -> handbag collects both votes, then shirt
+    assert [ids[r] for r in rows[0]] == ["p2", "p0"]

@@ -79,13 +79,24 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tuple[MakeModel, dict[str, Any]]:
-    """Rebuild a MakeModel from a model directory; refuses weights whose checksum does not match."""
+def verify_model_dir(path: str | Path) -> dict[str, Any]:
+    """The metadata of a model directory whose weights match their recorded checksum (else ``RegistryError``).
+
+    Jobs call it in the driver before they start workers, so a corrupt artifact is one clear error, not a
+    worker that dies while loading it.
+    """
     path = Path(path)
     meta = read_meta(path)
     if file_sha256(path / WEIGHTS) != meta["weights_sha256"]:
         raise RegistryError(f"weights in '{path}' do not match the checksum in {META}; the artifact is "
                             "corrupt or was modified. Re-download it or re-run `vitrine pretrain`.")
+    return meta
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tuple[MakeModel, dict[str, Any]]:
+    """Rebuild a MakeModel from a model directory; refuses weights whose checksum does not match."""
+    path = Path(path)
+    meta = verify_model_dir(path)
     cfg = ModelConfig(**meta["model"])
     model = MakeModel(cfg, pretrained=False, text_hf_config=meta["text_hf_config"],
                       image_hf_config=meta["image_hf_config"])

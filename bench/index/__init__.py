@@ -1,0 +1,1 @@
+"""FAISS index benchmarks on real product vectors and a 1M synthetic set."""

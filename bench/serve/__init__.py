@@ -1,0 +1,1 @@
+"""Serving benchmarks: HTTP vs in-process search latency and throughput."""

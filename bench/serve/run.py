@@ -1,0 +1,164 @@
+"""Serving benchmark: POST /search latency (p50/p95/p99) and QPS at 1, 8, 32 concurrent clients on 127.0.0.1,
+beside the same encode + search in-process, in one run.
+
+    python -m bench.serve.run [--products 2000] [--seconds 20] [--port 8150] [--out bench/results]
+
+Serves the zero-shot model (registered in a throwaway registry under runs/bench/serve) over the bundled
+sample's first ``--products`` products with a Flat index; queries are the real Home Depot queries of the
+bundled sample. Prints the figures as JSON and saves them to ``<out>/serve.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "platform" / "vitrine" / "sample"
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    """p50 / p95 / p99 / mean of latencies in milliseconds."""
+    a = np.asarray(ms)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2),
+            "p99_ms": round(float(np.percentile(a, 99)), 2), "mean_ms": round(float(a.mean()), 2)}
+
+
+def load_http(url: str, queries: list[str], clients: int, seconds: float, k: int = 10) -> dict[str, Any]:
+    """``clients`` threads POST /search back to back for ``seconds``; latency percentiles, QPS, errors."""
+    import requests
+
+    lat: list[float] = []
+    errors: list[str] = []
+    stop = time.monotonic() + seconds
+
+    def client(i: int) -> None:
+        session = requests.Session()
+        n = i
+        while time.monotonic() < stop:
+            q = queries[n % len(queries)]
+            n += clients
+            t0 = time.perf_counter()
+            resp = session.post(f"{url}/search", json={"query": q, "k": k}, timeout=120)
+            if resp.status_code != 200:
+                errors.append(f"{resp.status_code}: {resp.text[:100]}")
+                continue
+            lat.append((time.perf_counter() - t0) * 1000)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - t0
+    return {"clients": clients, "requests": len(lat), "errors": len(errors), "qps": round(len(lat) / took, 1),
+            **percentiles(lat)}
+
+
+def in_process(model_dir: Path, index_dir: Path, queries: list[str], seconds: float, k: int = 10
+               ) -> dict[str, Any]:
+    """The same encode + search in this process, one query at a time (1 torch thread, as a tower replica)."""
+    import torch
+
+    from vitrine.index.embed import QueryEncoder
+    from vitrine.index.faiss_index import load_index
+    from vitrine.index.serving import Catalog
+
+    torch.set_num_threads(1)
+    encode, catalog = QueryEncoder(model_dir, device="cpu"), Catalog(load_index(index_dir))
+    for q in queries[:20]:
+        catalog.search(encode([q])[0], k)
+    lat, enc, n, stop = [], [], 0, time.monotonic() + seconds
+    while time.monotonic() < stop:
+        t0 = time.perf_counter()
+        vec = encode([queries[n % len(queries)]])[0]
+        t1 = time.perf_counter()
+        catalog.search(vec, k)
+        lat.append((time.perf_counter() - t0) * 1000)
+        enc.append((t1 - t0) * 1000)
+        n += 1
+    return {"requests": n, "qps": round(n / seconds, 1), **percentiles(lat),
+            "encode_p50_ms": round(float(np.median(enc)), 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Deploy, measure HTTP at each concurrency and in-process, print and save JSON."""
+    import mlflow
+    import pyarrow as pa
+    import ray
+    from ray import serve
+
+    from deployments.search_app import SearchAppArgs, build_app
+    from pipelines import embed_index
+    from pipelines.serve import register_zero_shot
+    from vitrine import registry
+    from vitrine.config import DataConfig, IndexConfig, IndexJob, TrackingConfig
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--products", type=int, default=2000)
+    p.add_argument("--seconds", type=float, default=20.0, help="per concurrency level")
+    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--port", type=int, default=8150)
+    p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench" / "serve")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = p.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    work = args.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    catalog = work / "catalog.parquet"
+    pq.write_table(pq.read_table(SAMPLE / "myntra_sample.parquet").slice(0, args.products), catalog)
+    tracking = TrackingConfig(experiment="bench-serve", model_name="bench-serve")
+    version = register_zero_shot(work, tracking, alias="champion")
+    indexed = embed_index.run_in_process(IndexJob(workdir=str(work), model_uri=f"models:/bench-serve/{version}",
+                                                  data=DataConfig(catalog=str(catalog)), tracking=tracking,
+                                                  index=IndexConfig(factory="Flat")))
+    model = registry.resolve_model(f"models:/bench-serve/{version}", work / "cache")
+    judged = pq.read_table(SAMPLE / "homedepot_judgments.parquet", columns=["query"])
+    queries = sorted(set(pa.compute.utf8_trim_whitespace(judged.column("query")).to_pylist()) - {""})
+    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+        serve.run(build_app(SearchAppArgs(model_uri="models:/bench-serve@champion", workdir=str(work),
+                                          tracking_uri=mlflow.get_tracking_uri(), poll_interval_s=0,
+                                          max_batch_size=args.max_batch_size)),
+                  name="vitrine-bench", route_prefix="/")
+        load_http(url, queries, 4, 3.0)  # warm-up
+        http = [load_http(url, queries, int(c), args.seconds) for c in args.clients.split(",")]
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    local = in_process(model.local_dir, Path(indexed["index_dir"]), queries, args.seconds)
+    at8 = next((h for h in http if h["clients"] == 8), http[0])
+    report = {"products": indexed["products"], "index": "Flat", "queries": len(queries),
+              "query_source": "real Home Depot queries (bundled sample)", "model": "zero-shot", "k": 10,
+              "max_batch_size": args.max_batch_size, "seconds_per_level": args.seconds, "http": http,
+              "in_process": local,
+              "ratio_http_p50_at_8_vs_in_process_p50": round(at8["p50_ms"] / local["p50_ms"], 2),
+              "target": "HTTP p50 at 8 clients <= 2x in-process encode+search",
+              "host": {"cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 1),
+                       "python": platform.python_version()}}
+    report["target_met"] = report["ratio_http_p50_at_8_vs_in_process_p50"] <= 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1), flush=True)
+    mlflow.set_tracking_uri(None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
