@@ -30,8 +30,12 @@ REPO = Path(__file__).resolve().parents[2]
 SPECS: list[tuple[str, list[dict[str, Any]]]] = [
     ("Flat", [{}]),
     ("HNSW32", [{"efSearch": 64}, {"efSearch": 128}, {"efSearch": 256}, {"efSearch": 512}]),
+    ("IVF1024,Flat", [{"nprobe": 16}, {"nprobe": 24}, {"nprobe": 32}]),
     ("IVF1024,PQ32", [{"nprobe": 8}, {"nprobe": 32}]),
-    ("IVF1024,PQ32,RFlat", [{"nprobe": 8, "k_factor_rf": 4}, {"nprobe": 32, "k_factor_rf": 8}]),
+    ("IVF1024,PQ32,RFlat", [{"nprobe": 8, "k_factor_rf": 4}, {"nprobe": 32, "k_factor_rf": 8},
+                            {"nprobe": 24, "k_factor_rf": 16}, {"nprobe": 32, "k_factor_rf": 16}]),
+    ("IVF1024,PQ64x4fs,RFlat", [{"nprobe": 16, "k_factor_rf": 16}, {"nprobe": 24, "k_factor_rf": 16},
+                                {"nprobe": 32, "k_factor_rf": 16}]),
 ]
 
 
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vectors", type=Path, default=REPO / "runs" / "bench" / "vectors")
     p.add_argument("--synthetic", type=int, default=1_000_000, help="size of the synthetic set (0 = skip)")
-    p.add_argument("--synthetic-specs", default="Flat;IVF1024,PQ32;IVF1024,PQ32,RFlat",
+    p.add_argument("--synthetic-specs", default="Flat;IVF1024,Flat;IVF1024,PQ32,RFlat;IVF1024,PQ64x4fs,RFlat",
                    help="';'-separated factories of SPECS run on the synthetic set ('all' = every spec; HNSW "
                         "on 1M vectors takes long on 2 cores)")
     p.add_argument("--synthetic-queries", type=int, default=300, help="queries for the synthetic set")
