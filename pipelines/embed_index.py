@@ -129,8 +129,8 @@ def _run(job: IndexJob, embed: Any = embed_catalog) -> dict[str, Any]:
     exp_id = registry.setup(job.tracking, workdir)
     model_uri = job.model_uri or f"models:/{job.tracking.model_name}@{job.tracking.alias}"
     model = registry.resolve_model(model_uri, workdir / "cache")
-    verify_model_dir(model.local_dir)  # a corrupt artifact: one clear error before any worker starts
     catalog, report, files = catalog_index(job.data.catalog)
+    verify_model_dir(model.local_dir)  # a corrupt artifact: one clear error before any worker starts
     run_id = registry.start_run(exp_id, f"index-{time.strftime('%Y%m%d-%H%M%S')}",
                                 tags={"vitrine.job": "embed_index", "vitrine.model_uri": model_uri})
     registry.log_params(run_id, flatten(job.index, "index.") | {"model_uri": model_uri,
