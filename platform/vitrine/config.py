@@ -44,6 +44,7 @@ class ModelConfig:
     embed_dim: int = 256
     share_text_encoders: bool = False  # one transformer for query and title (separate heads either way)
     modal_adaptation: bool = True  # per-product title/image weights; False = fixed mean of the two
+    modal_init_image_weight: float = 0.12  # the gate's image weight before training (title-led; 0.5 = balanced)
     freeze_image_layers: int = 14  # MobileNetV2 feature blocks kept frozen (0 = train all, 19 = all frozen)
     use_images: bool = True  # False = text-only product tower (every product treated as having no image)
 
@@ -195,7 +196,7 @@ class ReportJob:
     recipe: str = "configs/recipes/myntra.yaml"  # the PretrainJob YAML every variant starts from
     ablation_dir: str = "configs/ablations"
     ablations: tuple[str, ...] = ("full", "no_modal_adaptation", "no_keyword_enhancement", "no_visual_task",
-                                  "no_memory_bank", "text_only")
+                                  "no_memory_bank", "text_only", "modal_balanced_init")
     max_steps: int = 200  # the same training budget for every variant
     overrides: tuple[str, ...] = ()  # extra --key=value applied to every variant, e.g. data.catalog=...
     catalog: str = ""  # evaluation catalog ("" = the recipe's catalog)

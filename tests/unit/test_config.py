@@ -293,3 +293,21 @@ def test_float_override_in_exponent_notation():
 
 def test_use_gpu_false_override():
     assert load_config(PretrainJob, overrides=["--train.use_gpu=false"]).train.use_gpu == "false"
+
+
+def test_every_shipped_ablation_and_recipe_is_a_valid_job():
+    """Each configs/ablations/*.yaml on top of each recipe is a PretrainJob (a typo'd key would be refused)."""
+    from pathlib import Path
+
+    from pipelines.report import variant_job
+    from vitrine.config import ReportJob
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    names = sorted(p.stem for p in (configs / "ablations").glob("*.yaml"))
+    assert {"full", "no_modal_adaptation", "modal_balanced_init", "text_only"} <= set(names)
+    for recipe in sorted((configs / "recipes").glob("*.yaml")):
+        for name in names:
+            job = variant_job(ReportJob(recipe=str(recipe), ablation_dir=str(configs / "ablations")), name)
+            assert job.tracking.model_name.endswith(f"-{name}")
+    balanced = variant_job(ReportJob(ablation_dir=str(configs / "ablations")), "modal_balanced_init")
+    assert balanced.model.modal_init_image_weight == 0.5

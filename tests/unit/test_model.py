@@ -72,3 +72,22 @@ def test_bad_encoder_path_is_a_clear_error():
 
     with pytest.raises(ConfigError, match="local Hugging Face"):
         MakeModel(ModelConfig(text_encoder="/nonexistent/ckpt"))
+
+
+@pytest.mark.parametrize("init", [0.12, 0.5, 0.9])
+def test_modal_adaptation_starts_at_the_configured_image_weight(init):
+    from vitrine.model.make import ModalAdaptation
+
+    gate = ModalAdaptation(8, init_image_weight=init)
+    title, image = torch.randn(4, 8), torch.randn(4, 8)
+    w = gate(title, image, torch.tensor([True, True, True, False]))
+    assert w[:3, 1].tolist() == pytest.approx([init] * 3, abs=1e-6)  # same prior for every product
+    assert w[3].tolist() == [1.0, 0.0]  # no image: the title alone
+
+
+def test_modal_init_image_weight_out_of_range_is_refused():
+    from vitrine.errors import ConfigError
+    from vitrine.model.make import ModalAdaptation
+
+    with pytest.raises(ConfigError, match="modal_init_image_weight=1.0"):
+        ModalAdaptation(8, init_image_weight=1.0)
