@@ -63,6 +63,11 @@ def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], work
     """BM25, zero-shot MiniLM, or a trained model's towers (catalog embedded now, or read from ``job.embeddings``)."""
     ids = catalog.column("product_id").to_pylist()
     titles = catalog.column("title").to_pylist()
+    if job.embeddings and job.model in ("bm25", "pretrained"):
+        from vitrine.errors import ConfigError
+
+        raise ConfigError(f"--embeddings applies to a trained model's vectors, not to --model {job.model}; "
+                          "drop --embeddings")
     if job.model == "bm25":
         return BM25Retriever(ids, titles), "bm25"
     if job.model == "pretrained":

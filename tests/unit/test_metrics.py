@@ -88,3 +88,16 @@ def test_hybrid_on_real_bm25_and_dense_vectors():
     _, rows = HybridRetriever(BM25Retriever(ids, titles), dense, depth=4).search(["red shirt"], 2)
     # BM25: shirt (both terms) then handbag; dense: handbag first -> handbag collects both votes, then shirt
     assert [ids[r] for r in rows[0]] == ["p2", "p0"]
+
+
+@pytest.mark.parametrize("model", ["bm25", "pretrained", "hybrid:pretrained"])
+def test_embeddings_with_a_baseline_is_refused_not_ignored(model, tmp_path):
+    import pyarrow as pa
+
+    from pipelines.evaluate import build_retriever
+    from vitrine.config import EvaluateJob
+
+    catalog = pa.table({"product_id": ["a"], "title": ["red shirt"]})
+    job = EvaluateJob(model=model, embeddings=str(tmp_path / "vectors.parquet"))
+    with pytest.raises(ConfigError, match="--embeddings applies to a trained model"):
+        build_retriever(job, catalog, [], tmp_path)
