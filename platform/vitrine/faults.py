@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 ENV = "VITRINE_FAULT"
@@ -29,8 +30,11 @@ def _armed(site: str) -> int | None:
     return None
 
 
-def crash_point(site: str, count: int) -> None:
-    """SIGKILL this process if ``site`` is armed at ``count`` and has not fired yet in ``$VITRINE_FAULT_DIR``."""
+def crash_point(site: str, count: int, before_kill: Callable[[], None] | None = None) -> None:
+    """SIGKILL this process if ``site`` is armed at ``count`` and has not fired yet in ``$VITRINE_FAULT_DIR``.
+
+    ``before_kill`` runs first (once the marker is written), e.g. to let the work already reported settle so the
+    fault lands at a defined point rather than racing a background poll."""
     at = _armed(site)
     if at is None or count != at:
         return
@@ -41,5 +45,7 @@ def crash_point(site: str, count: int) -> None:
         return
     os.write(fd, f"{os.getpid()}\n".encode())
     os.close(fd)
+    if before_kill is not None:
+        before_kill()
     log.warning("fault injection: killing pid %d at %s=%d", os.getpid(), site, count)
     os.kill(os.getpid(), signal.SIGKILL)

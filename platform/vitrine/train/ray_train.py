@@ -51,6 +51,29 @@ def _restore_bank(bank: Any, state: dict[str, Any]) -> None:
     bank.ptr, bank.count = int(state["bank_ptr"]), int(state["bank_count"])
 
 
+def _wait_reports_collected(timeout_s: float = 120.0) -> None:
+    """Fault injection only: wait until Ray Train's controller has collected this worker's last report.
+
+    The controller polls workers every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s); a checkpoint counts only once
+    polled, so a kill right after ``report`` would race that poll and sometimes resume from the one before. The
+    injected fault models a worker lost after its checkpoint was registered; the queue is Ray's internal one,
+    with a timed wait as the fallback should that move."""
+    import os
+
+    interval = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2"))
+    try:
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        queue = get_train_context().get_result_queue()
+    except Exception:  # private API: fall back to waiting out a few polls
+        time.sleep(3 * interval)
+        return
+    deadline = time.monotonic() + timeout_s
+    while not queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(interval)  # the other ranks' reports are collected in the same poll round
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: build, maybe resume, train for ``max_steps``, checkpoint, report."""
     import ray.train
@@ -111,7 +134,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics = train_step(ddp, to_device(batch, device), optimizer, job.loss, bank)
             step += 1
             epoch_step = batches
-            crash_point("train_step", step)
+            crash_point("train_step", step, before_kill=_wait_reports_collected)
             seen += tc.batch_size
             metrics["samples_per_s"] = seen * ctx.get_world_size() / (time.perf_counter() - t0)
             metrics.update(epoch=epoch, step=step, images_undecodable=failed_images, resumed_from_step=resumed_from)
