@@ -8,14 +8,20 @@ arrives and both the query tower and the index answer with that version's weight
 for another version is refused). The ingress follows the registry alias (``poll_interval_s``): when the alias
 moves, it has the tower and index load the new version first, then switches; requests already running finish
 on the old version, which each replica keeps loaded beside the new one. Nothing is loaded at import time.
+
+``layout``: ``split`` (default) runs the query tower, the index and the ingress as three deployments that scale
+apart (a GPU tower beside CPU index replicas, say); ``colocated`` loads the tower and the index inside each
+ingress replica, so a request is one hop from the HTTP proxy instead of three (lower latency on small hosts and
+CPU-only clusters; replicas scale together). Both serve the same API, versions and live knobs.
 """
 
 import asyncio
+import inspect
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import HTTPException
@@ -45,6 +51,8 @@ class SearchAppArgs(BaseModel):
     poll_interval_s: float = Field(5.0, ge=0.0, description="alias check period; 0 = stay on the first version")
     search_params: dict[str, Any] = Field(default_factory=dict, description="e.g. {'efSearch': 128}")
     index_device: str = "auto"
+    layout: Literal["split", "colocated"] = Field(
+        "split", description="split: tower, index and ingress deployments; colocated: all in the ingress replica")
 
 
 def _tracking(tracking_uri: str) -> None:
@@ -144,6 +152,25 @@ class IndexSearcher:
         return self.versions.get(version)[1].get(product_id)
 
 
+class _InProcess:
+    """A deployment's class instantiated inside the ingress replica, called with a handle's ``.remote`` shape."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> "_InProcess":
+        return _InProcess(getattr(self._target, name))
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Call now; an awaitable either way, as a ``DeploymentResponse`` is."""
+        out = self._target(*args, **kwargs)
+        return out if inspect.isawaitable(out) else _ready(out)
+
+
+async def _ready(value: Any) -> Any:
+    return value
+
+
 api = make_api()
 RETRIES = 5  # attempts per downstream call when the replica that took it died (Serve routes a retry elsewhere)
 
@@ -173,10 +200,18 @@ async def _retrying(call: Any) -> Any:
 class SearchIngress:
     """HTTP ingress: picks the served version, embeds the query through ``QueryTower``, searches the index."""
 
-    async def __init__(self, tower: DeploymentHandle, searcher: DeploymentHandle, name: str, version: str,
-                       alias: str, tracking_uri: str, default_k: int, poll_interval_s: float) -> None:
+    async def __init__(self, tower: DeploymentHandle | None, searcher: DeploymentHandle | None, name: str,
+                       version: str, alias: str, tracking_uri: str, default_k: int, poll_interval_s: float,
+                       colocated: dict[str, Any] | None = None) -> None:
         _tracking(tracking_uri)
-        self.tower, self.searcher = tower, searcher
+        self.tower: Any = tower
+        self.searcher: Any = searcher
+        if colocated is not None:  # layout=colocated: the tower and the index live in this replica
+            workdir = colocated["workdir"]
+            self.tower = _InProcess(await asyncio.to_thread(
+                QueryTower.func_or_class, name, version, workdir, tracking_uri))
+            self.searcher = _InProcess(await asyncio.to_thread(
+                IndexSearcher.func_or_class, name, version, workdir, tracking_uri, colocated["device"]))
         self.name, self.alias, self.version = name, alias, version
         self.default_k = default_k
         self.infos = {version: await self.searcher.info.remote(version)}
@@ -185,6 +220,12 @@ class SearchIngress:
         self.watcher = None
         if alias and poll_interval_s > 0:
             self.watcher = asyncio.get_running_loop().create_task(self._follow_alias(poll_interval_s))
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live knobs of the colocated layout: the tower's batching and the index's ``search_params``."""
+        if isinstance(self.tower, _InProcess):
+            self.tower._target.reconfigure(user_config)
+            self.searcher._target.reconfigure(user_config)
 
     async def _follow_alias(self, every: float) -> None:
         from vitrine.index.serving import alias_version
@@ -225,10 +266,13 @@ class SearchIngress:
         return {"status": "ok"}
 
     @api.get("/model")
-    def model_info(self) -> dict[str, Any]:
-        """Model name, version, alias and index metadata of the version served now."""
-        info = self.infos[self.version]
-        return {"name": self.name, "version": self.version, "alias": self.alias, "index": info["index"],
+    async def model_info(self) -> dict[str, Any]:
+        """Model name, version, alias and index metadata of the version served now (live knobs as applied)."""
+        version = self.version
+        info = await _retrying(lambda: self.searcher.info.remote(version))
+        if version in self.infos:
+            self.infos[version] = info
+        return {"name": self.name, "version": version, "alias": self.alias, "index": info["index"],
                 "filterable": info["filterable"], "last_refusal": self.last_refusal}
 
     @api.post("/search", response_model=SearchResponse, responses={422: {"model": ErrorResponse}})
@@ -287,6 +331,14 @@ def build_app(args: dict[str, Any] | SearchAppArgs) -> Any:
         tracking = f"sqlite:///{Path(workdir) / 'mlflow.db'}"
     name, version, alias = resolve_start(a.model_uri, tracking)
     replicas = {} if a.num_replicas is None else {"num_replicas": a.num_replicas}
+    knobs = {"max_batch_size": a.max_batch_size, "batch_wait_timeout_s": a.batch_wait_timeout_s,
+             "search_params": a.search_params}
+    if a.layout == "colocated":
+        return SearchIngress.options(
+            **replicas, user_config=knobs,
+            ray_actor_options={"num_cpus": 1, "memory": int(3.5 * GiB)}).bind(  # tower + index + ingress
+            None, None, name, version, alias, tracking, a.default_k, a.poll_interval_s,
+            {"workdir": workdir, "device": a.index_device})
     tower = QueryTower.options(**replicas, user_config={
         "max_batch_size": a.max_batch_size, "batch_wait_timeout_s": a.batch_wait_timeout_s}).bind(
         name, version, workdir, tracking)

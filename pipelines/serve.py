@@ -14,8 +14,17 @@ from typing import Any
 from pipelines.common import absolute, ensure_ray
 from vitrine import registry
 from vitrine.config import DataConfig, ModelConfig, ServeConfig, ServeJob, TrackingConfig
+from vitrine.errors import ConfigError
 
 log = logging.getLogger(__name__)
+LAYOUTS = ("split", "colocated")
+
+
+def check_layout(serve_cfg: ServeConfig) -> None:
+    """Refuse an unknown ``serve.layout`` before anything starts."""
+    if serve_cfg.layout not in LAYOUTS:
+        raise ConfigError(f"serve.layout={serve_cfg.layout!r} is not a layout; use one of {list(LAYOUTS)} "
+                          "(split: tower, index and ingress deployments; colocated: all in the ingress replica)")
 
 
 def start(model_uri: str, workdir: str, serve_cfg: ServeConfig, tracking: TrackingConfig) -> str:
@@ -24,12 +33,14 @@ def start(model_uri: str, workdir: str, serve_cfg: ServeConfig, tracking: Tracki
 
     from deployments.search_app import SearchAppArgs, build_app
 
+    check_layout(serve_cfg)
     uri = registry.resolve_tracking_uri(tracking, workdir)
     args = SearchAppArgs(model_uri=model_uri or f"models:/{tracking.model_name}@{tracking.alias}",
                          workdir=str(absolute(workdir)), tracking_uri=uri, max_batch_size=serve_cfg.max_batch_size,
                          batch_wait_timeout_s=serve_cfg.batch_wait_timeout_s,
                          num_replicas=serve_cfg.num_replicas, default_k=serve_cfg.default_k,
-                         poll_interval_s=serve_cfg.poll_interval_s, search_params=dict(serve_cfg.search_params))
+                         poll_interval_s=serve_cfg.poll_interval_s, search_params=dict(serve_cfg.search_params),
+                         layout=serve_cfg.layout)
     serve.start(http_options={"host": serve_cfg.host, "port": serve_cfg.port})
     serve.run(build_app(args), name="vitrine", route_prefix="/")
     url = f"http://{serve_cfg.host}:{serve_cfg.port}"
@@ -61,6 +72,7 @@ def run(job: ServeJob) -> dict[str, Any]:
     """Deploy; when ``blocking``, keep serving until interrupted, then shut Serve down."""
     from ray import serve
 
+    check_layout(job.serve)
     registry.setup(job.tracking, absolute(job.workdir))
     ensure_ray()
     url = start(job.model_uri, job.workdir, job.serve, job.tracking)

@@ -5,9 +5,11 @@ beside the same encode + search in-process, in one run.
 
 Serves the zero-shot model (registered in a throwaway registry under runs/bench/serve) over the bundled
 sample's first ``--products`` products with a Flat index; queries are the real Home Depot queries of the
-bundled sample. Each ``--modes`` entry runs in its own process on its own local Ray: ``standard`` Serve, and
-``throughput_optimized`` (Ray's ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``: gRPC between replicas, the ingress replica
-answering HTTP directly). Prints the figures as JSON and saves them to ``<out>/serve.json``.
+bundled sample. Each ``--layouts`` x ``--modes`` pair runs in its own process on its own local Ray: the
+``split`` app (tower, index and ingress deployments) or the ``colocated`` one (tower and index inside the ingress
+replica), under ``standard`` Serve or ``throughput_optimized`` (Ray's ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``: gRPC
+between replicas, the ingress replica answering HTTP directly). Prints the figures as JSON and saves them to
+``<out>/serve.json``.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def measure_http(args: argparse.Namespace, work: Path, queries: list[str]) -> li
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         serve.run(build_app(SearchAppArgs(model_uri="models:/bench-serve@champion", workdir=str(work),
                                           tracking_uri="", poll_interval_s=0,
-                                          max_batch_size=args.max_batch_size)),
+                                          max_batch_size=args.max_batch_size, layout=args.layout)),
                   name="vitrine-bench", route_prefix="/")
         load_http(url, queries, 4, 3.0)  # warm-up
         return [load_http(url, queries, int(c), args.seconds) for c in args.clients.split(",")]
@@ -138,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="standard,throughput_optimized",
                    help="Serve modes measured one after the other: standard, and Ray's throughput-optimized "
                         "data plane (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: gRPC between replicas, direct ingress)")
+    p.add_argument("--layouts", default="split,colocated",
+                   help="app layouts measured: split (three deployments) and/or colocated (one)")
+    p.add_argument("--layout", default="split", help=argparse.SUPPRESS)  # child: the layout it serves
     p.add_argument("--http-only", type=Path, default=None, help=argparse.SUPPRESS)  # child: HTTP figures -> file
     p.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench" / "serve")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
@@ -151,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.modes.split(",")) - {"standard", "throughput_optimized"}
     if unknown:
         raise SystemExit(f"--modes: unknown mode(s) {sorted(unknown)}; use standard and/or throughput_optimized")
+    unknown = set(args.layouts.split(",")) - {"split", "colocated"}
+    if unknown:
+        raise SystemExit(f"--layouts: unknown layout(s) {sorted(unknown)}; use split and/or colocated")
     work.mkdir(parents=True, exist_ok=True)
     catalog = work / "catalog.parquet"
     pq.write_table(pq.read_table(SAMPLE / "myntra_sample.parquet").slice(0, args.products), catalog)
@@ -163,18 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     judged = pq.read_table(SAMPLE / "homedepot_judgments.parquet", columns=["query"])
     queries = sorted(set(pa.compute.utf8_trim_whitespace(judged.column("query")).to_pylist()) - {""})
     http: dict[str, list[dict[str, Any]]] = {}
-    for mode in args.modes.split(","):  # one process per mode: Serve reads its settings at import
+    pairs = [(layout, mode) for layout in args.layouts.split(",") for mode in args.modes.split(",")]
+    for layout, mode in pairs:  # one process per pair: Serve reads its settings at import
         env = {**os.environ, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if mode == "throughput_optimized" else "0"}
-        handoff = work / f"http_{mode}.json"
+        handoff = work / f"http_{layout}_{mode}.json"
         handoff.write_text(json.dumps(queries))
         subprocess.run([sys.executable, "-m", "bench.serve.run", f"--http-only={handoff}", f"--port={args.port}",
-                        f"--seconds={args.seconds}", f"--clients={args.clients}",
+                        f"--seconds={args.seconds}", f"--clients={args.clients}", f"--layout={layout}",
                         f"--max-batch-size={args.max_batch_size}", f"--workdir={work}"],
                        env=env, check=True, cwd=REPO)
-        http[mode] = json.loads(handoff.read_text())
+        http[f"{layout}/{mode}"] = json.loads(handoff.read_text())
     local = in_process(model.local_dir, Path(indexed["index_dir"]), queries, args.seconds)
-    ratios = {mode: round(next((h for h in levels if h["clients"] == 8), levels[0])["p50_ms"] / local["p50_ms"], 2)
-              for mode, levels in http.items()}
+    ratios = {name: round(next((h for h in levels if h["clients"] == 8), levels[0])["p50_ms"] / local["p50_ms"], 2)
+              for name, levels in http.items()}
     report = {"products": indexed["products"], "index": "Flat", "queries": len(queries),
               "query_source": "real Home Depot queries (bundled sample)", "model": "zero-shot", "k": 10,
               "max_batch_size": args.max_batch_size, "seconds_per_level": args.seconds, "http": http,

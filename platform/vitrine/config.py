@@ -124,6 +124,7 @@ class ServeConfig:
     default_k: int = 10
     poll_interval_s: float = 5.0  # how often the app checks the registry alias (0 = stay on the deployed version)
     search_params: dict[str, Any] = field(default_factory=dict)  # live index knobs, e.g. {"efSearch": 128}
+    layout: str = "split"  # split: tower / index / ingress deployments; colocated: all inside the ingress replica
 
 
 @dataclass(frozen=True)

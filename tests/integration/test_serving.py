@@ -207,6 +207,34 @@ def test_live_knobs_via_user_config(app):
     # efSearch stays the live knob but does not apply to a Flat index: it is skipped there, not an error.
 
 
+def test_colocated_layout_serves_the_same_results(app):
+    """layout=colocated: one deployment holding tower + index answers as the split app does, live knobs included."""
+    from ray import serve
+
+    from deployments.search_app import SearchAppArgs, build_app
+
+    args = SearchAppArgs(model_uri=f"models:/{NAME}@champion", workdir=str(app["work"]),
+                         tracking_uri=mlflow.get_tracking_uri(), poll_interval_s=0, layout="colocated",
+                         max_batch_size=8, search_params={"efSearch": 16})
+    serve.run(build_app(args), name="vitrine-colo", route_prefix="/colo")
+    try:
+        assert set(serve.status().applications["vitrine-colo"].deployments) == {"SearchIngress"}
+        info = requests.get(f"{URL}/colo/model", timeout=30).json()
+        assert info["version"] == app["v1"] and info["index"]["live_search_params"] == {"efSearch": 16}
+        for product in app["table"].slice(0, N).to_pylist()[::40]:
+            body = {"query": product["title"], "k": 10}
+            split, colo = (requests.post(f"{URL}{prefix}/search", json=body, timeout=60) for prefix in ("", "/colo"))
+            assert split.status_code == colo.status_code == 200, colo.text
+            a, b = split.json()["results"], colo.json()["results"]
+            assert product["product_id"] in [h["product_id"] for h in b], product["title"]
+            assert [h["product_id"] for h in a[:5]] == [h["product_id"] for h in b[:5]]
+            assert max(abs(x["score"] - y["score"]) for x, y in zip(a, b, strict=True)) < 1e-3
+        image = next(h["image_url"] for h in b if h["image_url"])
+        assert requests.get(f"{URL}/colo/{image}", timeout=30).content[:2] == b"\xff\xd8"
+    finally:
+        serve.delete("vitrine-colo")
+
+
 def _from_schema(schema: dict, spec: dict):  # noqa: ANN202 - a hypothesis strategy
     """A hypothesis strategy of JSON values valid for an OpenAPI (JSON Schema) fragment of ``spec``."""
     from hypothesis import strategies as st
