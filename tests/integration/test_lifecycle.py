@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +29,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_head(temp_dir: str) -> int:
+    """SIGKILL the Ray processes of one head (their command lines name its ``--temp-dir``) and their children.
+
+    ``ray stop`` would kill every Ray process on the machine, a user's own clusters and jobs included. Returns
+    how many processes were killed."""
+    procs: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+        procs[int(entry.name)] = (ppid, cmd)
+    doomed = {pid for pid, (_, cmd) in procs.items() if f"={temp_dir}" in cmd or f"{temp_dir}/" in cmd}
+    while True:
+        children = {pid for pid, (ppid, _) in procs.items() if ppid in doomed} - doomed
+        if not children:
+            break
+        doomed |= children
+    doomed.discard(os.getpid())
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(doomed)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +83,17 @@ def test_submit_pipeline_to_local_head(tmp_path, hd_slice):
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     dash = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="vitrine-ray-")  # short: Ray's socket paths live under it
     start = [str(BIN / "ray"), "start", "--head", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--disable-usage-stats"]
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--disable-usage-stats",
+             f"--temp-dir={temp_dir}"]
+    # every fixed default port gets a free one, so the head starts beside any other Ray cluster on the host
+    start += [f"--{opt}={free_port()}" for opt in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                   "metrics-export-port", "runtime-env-agent-port",
+                                                   "ray-client-server-port")]
     address = f"http://127.0.0.1:{dash}"
     try:
+        subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
         out = tmp_path / "metrics.json"
         cmd = [str(BIN / "vitrine"), "submit", "--address", address, "evaluate", "--model", "bm25",
                "--catalog", str(hd_slice / "products.parquet"), "--judgments", str(hd_slice / "judgments.parquet"),
@@ -71,8 +109,9 @@ def test_submit_pipeline_to_local_head(tmp_path, hd_slice):
         assert sorted(j.status for j in jobs) == sorted([JobStatus.SUCCEEDED, JobStatus.FAILED])
         good = next(j for j in jobs if j.status == JobStatus.SUCCEEDED)
         assert "bm25: recall@10" in JobSubmissionClient(address).get_job_logs(good.submission_id)
-    finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    finally:  # this head only: other Ray clusters on the machine keep running
+        stop_head(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture()
