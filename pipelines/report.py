@@ -3,9 +3,12 @@
     vitrine report --recipe=configs/recipes/myntra.yaml --judgments=data/myntra/val/judgments.parquet \\
         --max_steps=200 --label="Myntra, derived queries" --output=reports/myntra
 
-Each variant is the recipe YAML, then ``<ablation_dir>/<name>.yaml``, then ``--overrides``, then the step
-budget; it is registered as ``<model_name>-<name>`` and scored with the ``vitrine evaluate`` harness on the
-validation judgments over the full catalog, beside the BM25 and zero-shot baselines. Writes ``report.md``
+Each variant is the recipe YAML, then ``<ablation_dir>/full.yaml`` (every idea of both papers switched on, so
+a recipe's own tuned choices do not leak into the ablation), then ``<ablation_dir>/<name>.yaml`` (one change
+against full), then ``--overrides``, then the step budget; the variant named ``recipe`` is the recipe as it
+ships (no ablation YAML), for the tuned configuration beside the ablations. Each variant is registered as
+``<model_name>-<name>`` and scored with the ``vitrine evaluate`` harness on the validation judgments over the
+full catalog, beside the BM25 and zero-shot baselines. Writes ``report.md``
 (a table with the change against ``full``, run ids and the reproduce command), ``report.json`` and
 ``report.png``. Finished variants in an existing ``report.json`` are kept (``--resume=false`` retrains).
 """
@@ -27,6 +30,7 @@ from vitrine.config import EvaluateJob, PretrainJob, ReportJob, from_dict, merge
 from vitrine.errors import ConfigError
 
 log = logging.getLogger(__name__)
+RECIPE = "recipe"  # the variant that is the recipe as shipped
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 
 
@@ -40,8 +44,13 @@ def _yaml(path: Path) -> dict[str, Any]:
 
 
 def variant_job(job: ReportJob, name: str) -> PretrainJob:
-    """The PretrainJob of one ablation: recipe <- ablation YAML <- overrides <- budget, its own model name."""
-    data = merge(_yaml(Path(job.recipe)), _yaml(Path(job.ablation_dir) / f"{name}.yaml"))
+    """The PretrainJob of one variant: recipe <- full.yaml <- ablation YAML <- overrides <- budget, its own
+    model name (``recipe``: the recipe alone <- overrides <- budget)."""
+    data = _yaml(Path(job.recipe))
+    if name != RECIPE:
+        full = Path(job.ablation_dir) / "full.yaml"
+        data = merge(data, _yaml(full)) if full.is_file() else data
+        data = merge(data, _yaml(Path(job.ablation_dir) / f"{name}.yaml"))
     data = merge(data, parse_overrides(list(job.overrides)))
     base = data.get("tracking", {}).get("model_name", "vitrine")
     data = merge(data, {"workdir": job.workdir, "train": {"max_steps": job.max_steps},

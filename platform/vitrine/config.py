@@ -197,7 +197,7 @@ class ReportJob:
     recipe: str = "configs/recipes/myntra.yaml"  # the PretrainJob YAML every variant starts from
     ablation_dir: str = "configs/ablations"
     ablations: tuple[str, ...] = ("full", "no_modal_adaptation", "no_keyword_enhancement", "no_visual_task",
-                                  "no_memory_bank", "text_only", "modal_balanced_init")
+                                  "no_memory_bank", "text_only", "modal_balanced_init", "recipe")
     max_steps: int = 200  # the same training budget for every variant
     overrides: tuple[str, ...] = ()  # extra --key=value applied to every variant, e.g. data.catalog=...
     catalog: str = ""  # evaluation catalog ("" = the recipe's catalog)

@@ -311,3 +311,21 @@ def test_every_shipped_ablation_and_recipe_is_a_valid_job():
             assert job.tracking.model_name.endswith(f"-{name}")
     balanced = variant_job(ReportJob(ablation_dir=str(configs / "ablations")), "modal_balanced_init")
     assert balanced.model.modal_init_image_weight == 0.5
+
+
+def test_ablations_change_full_not_the_tuned_recipe():
+    """Every ablation is full.yaml plus its one change, whatever the recipe tunes; ``recipe`` is the recipe as is."""
+    from pathlib import Path
+
+    from pipelines.report import variant_job
+    from vitrine.config import ReportJob
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    job = ReportJob(recipe=str(configs / "recipes" / "myntra.yaml"), ablation_dir=str(configs / "ablations"))
+    full, no_ke = variant_job(job, "full"), variant_job(job, "no_keyword_enhancement")
+    assert (full.loss.memory_bank, full.model.modal_init_image_weight) == (256, 0.12)  # recipe: 0 and 0.5
+    assert (no_ke.loss.memory_bank, no_ke.loss.keyword_enhancement) == (256, False)
+    assert variant_job(job, "no_memory_bank").loss.memory_bank == 0
+    tuned = variant_job(job, "recipe")
+    assert (tuned.loss.memory_bank, tuned.model.modal_init_image_weight) == (0, 0.5)
+    assert tuned.tracking.model_name == "vitrine-myntra-recipe" and tuned.train.max_steps == job.max_steps
