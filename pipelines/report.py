@@ -86,6 +86,8 @@ def write_report(job: ReportJob, rows: dict[str, dict[str, Any]], out: Path) -> 
            f"--max_steps={job.max_steps}", f"--output={job.output}"]
     if job.catalog:
         cmd.append(f"--catalog={job.catalog}")
+    if tuple(job.ablations) != ReportJob().ablations:
+        cmd.append(f"--ablations=[{','.join(job.ablations)}]")
     if job.overrides:
         cmd.append(f"--overrides=[{','.join(job.overrides)}]")
     lines += ["", "Reproduce: `" + shlex.join(cmd) + "`", ""]
