@@ -31,6 +31,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.api import PAGE, ErrorResponse, SearchHit, SearchRequest, SearchResponse, make_api
+from vitrine.config import SERVE_LAYOUTS
 
 log = logging.getLogger(__name__)
 GiB = 1024**3
@@ -51,7 +52,7 @@ class SearchAppArgs(BaseModel):
     poll_interval_s: float = Field(5.0, ge=0.0, description="alias check period; 0 = stay on the first version")
     search_params: dict[str, Any] = Field(default_factory=dict, description="e.g. {'efSearch': 128}")
     index_device: str = "auto"
-    layout: Literal["split", "colocated"] = Field(
+    layout: Literal[SERVE_LAYOUTS] = Field(  # type: ignore[valid-type]
         "split", description="split: tower, index and ingress deployments; colocated: all in the ingress replica")
 
 
@@ -206,12 +207,13 @@ class SearchIngress:
         _tracking(tracking_uri)
         self.tower: Any = tower
         self.searcher: Any = searcher
-        if colocated is not None:  # layout=colocated: the tower and the index live in this replica
+        self.local: tuple[Any, ...] = ()  # layout=colocated: the tower and the index objects in this replica
+        if colocated is not None:
             workdir = colocated["workdir"]
-            self.tower = _InProcess(await asyncio.to_thread(
-                QueryTower.func_or_class, name, version, workdir, tracking_uri))
-            self.searcher = _InProcess(await asyncio.to_thread(
-                IndexSearcher.func_or_class, name, version, workdir, tracking_uri, colocated["device"]))
+            self.local = (await asyncio.to_thread(QueryTower.func_or_class, name, version, workdir, tracking_uri),
+                          await asyncio.to_thread(IndexSearcher.func_or_class, name, version, workdir,
+                                                  tracking_uri, colocated["device"]))
+            self.tower, self.searcher = (_InProcess(obj) for obj in self.local)
         self.name, self.alias, self.version = name, alias, version
         self.default_k = default_k
         self.infos = {version: await self.searcher.info.remote(version)}
@@ -223,9 +225,8 @@ class SearchIngress:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live knobs of the colocated layout: the tower's batching and the index's ``search_params``."""
-        if isinstance(self.tower, _InProcess):
-            self.tower._target.reconfigure(user_config)
-            self.searcher._target.reconfigure(user_config)
+        for obj in self.local:
+            obj.reconfigure(user_config)
 
     async def _follow_alias(self, every: float) -> None:
         from vitrine.index.serving import alias_version

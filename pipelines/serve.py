@@ -13,17 +13,16 @@ from typing import Any
 
 from pipelines.common import absolute, ensure_ray
 from vitrine import registry
-from vitrine.config import DataConfig, ModelConfig, ServeConfig, ServeJob, TrackingConfig
+from vitrine.config import SERVE_LAYOUTS, DataConfig, ModelConfig, ServeConfig, ServeJob, TrackingConfig
 from vitrine.errors import ConfigError
 
 log = logging.getLogger(__name__)
-LAYOUTS = ("split", "colocated")
 
 
 def check_layout(serve_cfg: ServeConfig) -> None:
     """Refuse an unknown ``serve.layout`` before anything starts."""
-    if serve_cfg.layout not in LAYOUTS:
-        raise ConfigError(f"serve.layout={serve_cfg.layout!r} is not a layout; use one of {list(LAYOUTS)} "
+    if serve_cfg.layout not in SERVE_LAYOUTS:
+        raise ConfigError(f"serve.layout={serve_cfg.layout!r} is not a layout; use one of {list(SERVE_LAYOUTS)} "
                           "(split: tower, index and ingress deployments; colocated: all in the ingress replica)")
 
 

@@ -112,6 +112,9 @@ class IndexConfig:
     recall_queries: int = 500  # held-out query vectors for recall@10 vs an exact Flat search
 
 
+SERVE_LAYOUTS = ("split", "colocated")  # split: tower / index / ingress deployments; colocated: one deployment
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """Ray Serve application settings."""
@@ -124,7 +127,7 @@ class ServeConfig:
     default_k: int = 10
     poll_interval_s: float = 5.0  # how often the app checks the registry alias (0 = stay on the deployed version)
     search_params: dict[str, Any] = field(default_factory=dict)  # live index knobs, e.g. {"efSearch": 128}
-    layout: str = "split"  # split: tower / index / ingress deployments; colocated: all inside the ingress replica
+    layout: str = "split"  # one of SERVE_LAYOUTS
 
 
 @dataclass(frozen=True)
