@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,18 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "myntra").is_dir():
         pytest.skip(f"full datasets not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_module_scratch(request, tmp_path_factory):
+    """Delete the temp dirs a test module made once all its tests passed (a full run writes GBs of checkpoints).
+
+    A module with a failure keeps its dirs for inspection.
+    """
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed:
+        for path in set(base.iterdir()) - before:
+            shutil.rmtree(path, ignore_errors=True)
