@@ -18,8 +18,8 @@ from vitrine.catalog.derive import derive_queries
 from vitrine.catalog.io import read_table
 from vitrine.catalog.keywords import mine_keywords
 from vitrine.catalog.schema import clean_judgments
-from vitrine.config import PretrainJob, flatten
-from vitrine.errors import VitrineError
+from vitrine.config import DataConfig, PretrainJob, flatten
+from vitrine.errors import ConfigError, VitrineError
 from vitrine.features import Featurizer, PairBuilder
 from vitrine.lineage import code_version, data_snapshot
 from vitrine.model.encoders import resolve_text_encoder
@@ -39,16 +39,25 @@ def load_query_log(job: PretrainJob, catalog: pa.Table) -> tuple[pa.Table, str]:
     return derive_queries(catalog, seed=job.train.seed), "derived from catalog attributes"
 
 
+def check_grouping(dc: DataConfig, columns: list[str]) -> None:
+    """Refuse a batch-grouping column the catalog lacks, or a window below 1, before Ray starts."""
+    if dc.group_column and dc.group_column not in columns:
+        raise ConfigError(f"data.group_column={dc.group_column!r} is not a catalog column; use one of "
+                          f"{sorted(c for c in columns if c not in ('product_id', 'title'))} or '' (random batches)")
+    if dc.group_window < 1:
+        raise ConfigError(f"data.group_window={dc.group_window}: use 1 (off) or more batches to regroup")
+
+
 def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
                   keywords: dict[str, list[str]] | None = None) -> Any:
     """Ray Data pipeline: read Parquet -> (query, product) pairs -> tokenized, decoded tensors."""
     import ray.data
 
     dc = job.data
-    ds = ray.data.read_parquet(files, shuffle="files", num_cpus=dc.cpus_per_data_task).select_columns(
-        ["product_id", "title", "image"])
+    columns = ["product_id", "title", "image"] + ([dc.group_column] if dc.group_column else [])
+    ds = ray.data.read_parquet(files, shuffle="files", num_cpus=dc.cpus_per_data_task).select_columns(columns)
     ds = ds.map_batches(PairBuilder, fn_constructor_kwargs={"queries": queries, "min_label": dc.min_label,
-                                                          "keywords": keywords},
+                                                          "keywords": keywords, "group_column": dc.group_column},
                         batch_format="pyarrow", batch_size=256, compute=ray.data.ActorPoolStrategy(size=1),
                         num_cpus=dc.cpus_per_data_task)
     ds = ds.map_batches(
@@ -67,6 +76,7 @@ def _run(job: PretrainJob) -> dict[str, Any]:
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.data.catalog)
+    check_grouping(job.data, catalog.column_names)
     queries, query_source = load_query_log(job, catalog)
     if queries.num_rows == 0:
         raise VitrineError(f"no usable (query, product) pairs in {job.data.queries or job.data.catalog}; "

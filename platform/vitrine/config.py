@@ -33,6 +33,8 @@ class DataConfig:
     min_label: float = 0.0  # query-log rows with label <= min_label are not positives
     data_actors: int = 1  # Ray Data actors decoding images and tokenizing
     cpus_per_data_task: float = 0.25  # logical CPUs per Ray Data task/actor (leave room beside train workers)
+    group_column: str = ""  # catalog column packed together into batches (hard in-batch negatives); "" = random
+    group_window: int = 4  # batches pooled and re-cut by group_column (1 = off)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class ModelConfig:
     modal_init_image_weight: float = 0.12  # the gate's image weight before training (title-led; 0.5 = balanced)
     freeze_image_layers: int = 14  # MobileNetV2 feature blocks kept frozen (0 = train all, 19 = all frozen)
     use_images: bool = True  # False = text-only product tower (every product treated as having no image)
+    colour_bins: int = 0  # > 0: a centre-weighted RGB histogram (bins per channel) joins the image features
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,8 @@ class Featurizer:
         out["pid_hash"] = id_hash(ids)
         if "query" in batch:
             out["q_ids"], out["q_mask"] = self.tokenize(list(batch["query"]), self.max_query_len)
+        if "group" in batch:
+            out["g_hash"] = id_hash([as_text(g) for g in batch["group"]])
             out["q_hash"] = id_hash([str(q).lower() for q in batch["query"]])
         if "query_kw" in batch:
             out["kq_ids"], out["kq_mask"] = self.tokenize(list(batch["query_kw"]), self.max_query_len)
@@ -86,18 +88,20 @@ class PairBuilder:
     """
 
     def __init__(self, queries: pa.Table, min_label: float = 0.0,
-                 keywords: dict[str, list[str]] | None = None) -> None:
+                 keywords: dict[str, list[str]] | None = None, group_column: str = "") -> None:
         self.by_product: dict[str, list[str]] = defaultdict(list)
         for q, pid, label in zip(queries.column("query").to_pylist(), queries.column("product_id").to_pylist(),
                                  queries.column("label").to_pylist(), strict=True):
             if label is not None and label > min_label:
                 self.by_product[pid].append(q)
         self.keywords = keywords
+        self.group_column = group_column
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Catalog rows -> (query, product_id, title, image[, query_kw]) rows; products without queries emit none.
 
-        With keywords, ``query_kw`` is the keyword-enhanced query (Keyword Enhancement's training view).
+        With keywords, ``query_kw`` is the keyword-enhanced query (Keyword Enhancement's training view); with
+        a group column, ``group`` is its value as text (empty when missing), the key batches are packed by.
         """
         take: list[int] = []
         queries: list[str] = []
@@ -114,4 +118,7 @@ class PairBuilder:
         out = out.append_column("query", pa.array(queries, pa.string()))
         if self.keywords is not None:
             out = out.append_column("query_kw", pa.array(enhanced, pa.string()))
+        if self.group_column:
+            values = batch.column(self.group_column).take(pa.array(take, pa.int64())).to_pylist()
+            out = out.append_column("group", pa.array(["" if v is None else as_text(v) for v in values]))
         return out

@@ -33,7 +33,7 @@ def _all_artifacts(client: mlflow.MlflowClient, run_id: str, path: str = "") -> 
 
 @pytest.fixture(scope="module")
 def lineage_run(tmp_path_factory, sample_catalog):
-    """80 real products as two part files + a query-log file; pretrain 3 steps, then index."""
+    """80 real products as two part files + a query-log file; pretrain 3 steps (grouped batches), then index."""
     work = tmp_path_factory.mktemp("lineage")
     table = pq.read_table(sample_catalog).slice(0, 80)
     parts = work / "catalog"
@@ -42,7 +42,8 @@ def lineage_run(tmp_path_factory, sample_catalog):
     pq.write_table(table.slice(50), parts / "part-1.parquet")
     queries = work / "queries.parquet"
     pq.write_table(derive_queries(table.drop_columns(["image"]), seed=0), queries)
-    data = DataConfig(catalog=str(parts), queries=str(queries))
+    # batches packed by article type (hard in-batch negatives) through the real Ray Data -> Ray Train path
+    data = DataConfig(catalog=str(parts), queries=str(queries), group_column="articleType", group_window=2)
     tracking = TrackingConfig(experiment="lineage", model_name="lineage-model")
     trained = pretrain.run(PretrainJob(workdir=str(work), data=data, tracking=tracking,
                                        train=TrainConfig(max_steps=3, batch_size=8, checkpoint_every=3,
@@ -61,6 +62,7 @@ def test_run_records_config_data_code_and_metrics(lineage_run):
     run = client.get_run(trained["run_id"])
     params, tags = run.data.params, run.data.tags
     assert params["train.max_steps"] == "3" and params["data.catalog"] == str(lineage_run["parts"])  # config
+    assert params["data.group_column"] == "articleType" and params["data.group_window"] == "2"
     files = {p.resolve(): "catalog" for p in lineage_run["parts"].glob("*.parquet")}
     files[lineage_run["queries"].resolve()] = "queries"
     data = json.loads(Path(mlflow.artifacts.download_artifacts(

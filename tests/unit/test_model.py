@@ -91,3 +91,39 @@ def test_modal_init_image_weight_out_of_range_is_refused():
 
     with pytest.raises(ConfigError, match="modal_init_image_weight=1.0"):
         ModalAdaptation(8, init_image_weight=1.0)
+
+
+def test_colour_histogram_sees_the_product_colour_and_ignores_the_border():
+    from vitrine.model.make import colour_histogram
+
+    img = torch.full((2, 32, 32, 3), 255, dtype=torch.uint8)  # white background
+    img[0, 8:24, 8:24] = torch.tensor([200, 20, 20], dtype=torch.uint8)  # red product mid-frame
+    img[1, 8:24, 8:24] = torch.tensor([20, 20, 200], dtype=torch.uint8)  # blue product
+    h = colour_histogram(img, 4)
+    red, blue, white = (3 * 4 + 0) * 4 + 0, (0 * 4 + 0) * 4 + 3, 63
+    assert h.shape == (2, 64)
+    assert h[0, red] > h[0, white] and h[1, blue] > h[1, white]  # centre weighting favours the product
+    assert h[0, blue] == 0 and h[1, red] == 0
+    assert (h ** 2).sum(-1).tolist() == pytest.approx([64.0, 64.0], rel=1e-5)  # bin RMS 1: sum of squares = bins^3
+
+
+def test_colour_bins_change_the_image_vector_and_survive_save_load(batch, tmp_path):
+    torch.manual_seed(0)
+    model = MakeModel(ModelConfig(colour_bins=4)).eval()
+    assert model.image_proj.in_features == model.image_encoder.dim + 64
+    path = save_model_dir(model, DataConfig(), tmp_path / "m")
+    loaded, meta = load_model_dir(path)
+    assert meta["model"]["colour_bins"] == 4
+    with torch.no_grad():
+        out = model(batch)
+        assert torch.allclose(out["product"], loaded(batch)["product"], atol=1e-6)
+        model.image_proj.weight[:, -64:] = 0  # silence the colour bins: the image vectors must move
+        assert not torch.allclose(model(batch)["image"][:5], out["image"][:5], atol=1e-3)
+
+
+@pytest.mark.parametrize("bins", [-1, 17])
+def test_colour_bins_out_of_range_is_refused(bins):
+    from vitrine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"model.colour_bins={bins}"):
+        MakeModel(ModelConfig(colour_bins=bins))

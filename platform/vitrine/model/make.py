@@ -11,6 +11,7 @@ The contrastive visual pre-training task (SIGIR 2023) is built here as masked pa
 of the input image are painted over, the image tower encodes the masked image, and ``visual_head`` predicts
 each masked cell's feature from the masked view; the targets are the same cells' features in the clean
 view (detached). ``vitrine.losses.visual_loss`` scores it contrastively (or by regression, the baseline).
+Beyond the papers, ``model.colour_bins`` adds a colour branch to the image tower (see ``colour_histogram``).
 Models return dicts; losses consume them (see ``vitrine.losses``).
 """
 
@@ -31,6 +32,27 @@ from vitrine.model.encoders import (
     resolve_image_weights,
     resolve_text_encoder,
 )
+
+
+def colour_histogram(images: torch.Tensor, bins: int) -> torch.Tensor:
+    """(B, S, S, 3) uint8 -> (B, bins**3) square-rooted RGB histogram, pixels weighted towards the centre.
+
+    Why: ImageNet CNNs are trained with colour jitter, so their pooled features are partly colour-invariant,
+    while shoppers type colours ("navy blue kurta"). Products sit mid-frame on plain backgrounds, so a
+    Gaussian centre weight (sigma = a quarter of the side) favours the product's pixels. The square root
+    (Hellinger map) keeps one dominant background colour from swamping the rest; scaled by sqrt(bins**3) so a
+    bin's RMS is about 1, like a pooled CNN feature, and the projection starts by hearing both. No parameters:
+    the image projection learns which bins matter. Off by default; the ablation measures it (docs/quality.md).
+    """
+    b, s = images.shape[0], images.shape[1]
+    q = (images.long() * bins) // 256  # (B, S, S, 3) bin per channel
+    idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]  # (B, S, S)
+    axis = torch.linspace(-1.0, 1.0, s, device=images.device)
+    weight = torch.exp(-(axis.view(-1, 1) ** 2 + axis.view(1, -1) ** 2) / (2 * 0.5 ** 2))  # (S, S)
+    weight = (weight / weight.sum()).expand(b, s, s)
+    hist = torch.zeros(b, bins ** 3, device=images.device)
+    hist.scatter_add_(1, idx.reshape(b, -1), weight.reshape(b, -1))
+    return hist.sqrt() * bins ** 1.5
 
 
 class ModalAdaptation(nn.Module):
@@ -86,7 +108,10 @@ class MakeModel(nn.Module):
         nn.init.orthogonal_(self.query_proj.weight)
         nn.init.zeros_(self.query_proj.bias)
         self.title_proj = copy.deepcopy(self.query_proj)
-        self.image_proj = nn.Linear(self.image_encoder.dim, d)
+        if cfg.colour_bins < 0 or cfg.colour_bins > 16:
+            raise ConfigError(f"model.colour_bins={cfg.colour_bins}: use 0 (off) or 1-16 bins per RGB channel "
+                              "(4 = 64 colours)")
+        self.image_proj = nn.Linear(self.image_encoder.dim + cfg.colour_bins ** 3, d)
         self.modal = ModalAdaptation(d, enabled=cfg.modal_adaptation, init_image_weight=cfg.modal_init_image_weight)
         f = self.image_encoder.dim
         self.visual_head = nn.Sequential(nn.Linear(f, f), nn.GELU(), nn.Linear(f, f))
@@ -111,6 +136,8 @@ class MakeModel(nn.Module):
         grid = None
         if bool(has_image.any()):
             pooled, grid = self.image_encoder(image)
+            if self.cfg.colour_bins:
+                pooled = torch.cat([pooled, colour_histogram(image, self.cfg.colour_bins).to(pooled.dtype)], -1)
             img = F.normalize(self.image_proj(pooled).float(), dim=-1)
         else:  # a whole batch without images: skip the CNN
             img = torch.zeros_like(title)

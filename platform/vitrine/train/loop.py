@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,38 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
             out[ids], out[mask] = trim_padding(out[ids], out[mask])
     keys = [k for k in (*BATCH_KEYS, "kq_ids", "kq_mask", "pid_hash", "q_hash") if k in out]
     return {k: out[k].to(device, non_blocking=True) for k in keys}
+
+
+def regroup(batches: Iterable[dict[str, torch.Tensor]], window: int,
+            generator: torch.Generator | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Pool ``window`` batches, sort their rows by ``g_hash`` (random order inside a group) and cut them again.
+
+    Why: random in-batch negatives rarely share a product type with the positive, so the towers learn type and
+    gender (easy) and barely colour (hard). Packing rows of the same group (e.g. Myntra's articleType) into a
+    batch makes the other t-shirts the negatives of a "navy blue t-shirts" query. The new batches come out
+    in random order, and as many as went in (resume counts batches). Batches without ``g_hash`` pass through.
+    """
+    pool: list[dict[str, torch.Tensor]] = []
+
+    def flush() -> Iterator[dict[str, torch.Tensor]]:
+        size = len(pool[0]["g_hash"])
+        rows = {k: torch.cat([b[k] for b in pool]) for k in pool[0]}
+        shuffled = torch.randperm(len(rows["g_hash"]), generator=generator)
+        order = shuffled[torch.argsort(rows["g_hash"][shuffled], stable=True)]
+        cuts = order.split(size)
+        for i in torch.randperm(len(cuts), generator=generator).tolist():
+            yield {k: v[cuts[i]] for k, v in rows.items()}
+        pool.clear()
+
+    for batch in batches:
+        if window <= 1 or "g_hash" not in batch:
+            yield batch
+            continue
+        pool.append(batch)
+        if len(pool) == window:
+            yield from flush()
+    if pool:
+        yield from flush()
 
 
 def row_ids(batch: dict[str, torch.Tensor]) -> torch.Tensor:

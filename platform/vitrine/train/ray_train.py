@@ -21,7 +21,7 @@ import torch
 from vitrine import registry
 from vitrine.config import PretrainJob, from_dict, to_dict
 from vitrine.faults import crash_point
-from vitrine.train.loop import build_optimizer, load_state, save_state, to_device, train_step
+from vitrine.train.loop import build_optimizer, load_state, regroup, save_state, to_device, train_step
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +121,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         mlflow.set_tracking_uri(config["tracking_uri"])
     t0, seen = time.perf_counter(), 0
+    generator = torch.Generator().manual_seed(tc.seed * 1000 + rank + step)  # batch regrouping (data.group_column)
     failed_images = 0
     skip = epoch_step  # batches of the interrupted epoch consumed before the checkpoint
     while step < tc.max_steps:
         batches = 0
-        for batch in shard.iter_torch_batches(batch_size=tc.batch_size, drop_last=True,
-                                              local_shuffle_buffer_size=tc.shuffle_buffer or None):
+        stream = shard.iter_torch_batches(batch_size=tc.batch_size, drop_last=True,
+                                          local_shuffle_buffer_size=tc.shuffle_buffer or None)
+        for batch in regroup(stream, job.data.group_window, generator):
             batches += 1
             if batches <= skip:
                 continue
