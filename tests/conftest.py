@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -34,16 +33,26 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+SQLITE = (".db", ".db-journal", ".db-wal", ".db-shm")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _free_module_scratch(request, tmp_path_factory):
-    """Delete the temp dirs a test module made once all its tests passed (a full run writes GBs of checkpoints).
+    """Once all of a module's tests passed, delete the files its temp dirs hold (a full run writes GBs of
+    checkpoints and model copies), but keep the small sqlite MLflow stores: MLflow keeps connections to a
+    store open for the whole process, and a store deleted under them breaks later stores (readonly database).
 
-    A module with a failure keeps its dirs for inspection.
+    A module with a failure keeps everything for inspection.
     """
     base = tmp_path_factory.getbasetemp()
     before = set(base.iterdir())
     failed = request.session.testsfailed
     yield
-    if request.session.testsfailed == failed:
-        for path in set(base.iterdir()) - before:
-            shutil.rmtree(path, ignore_errors=True)
+    if request.session.testsfailed != failed:
+        return
+    for top in set(base.iterdir()) - before:
+        for path in sorted(top.rglob("*"), reverse=True):  # children before their folders
+            if path.is_symlink() or (path.is_file() and not path.name.endswith(SQLITE)):
+                path.unlink(missing_ok=True)
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
