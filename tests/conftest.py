@@ -31,28 +31,3 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "myntra").is_dir():
         pytest.skip(f"full datasets not present at {SHARED_DATA}")
     return SHARED_DATA
-
-
-SQLITE = (".db", ".db-journal", ".db-wal", ".db-shm")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _free_module_scratch(request, tmp_path_factory):
-    """Once all of a module's tests passed, delete the files its temp dirs hold (a full run writes GBs of
-    checkpoints and model copies), but keep the small sqlite MLflow stores: MLflow keeps connections to a
-    store open for the whole process, and a store deleted under them breaks later stores (readonly database).
-
-    A module with a failure keeps everything for inspection.
-    """
-    base = tmp_path_factory.getbasetemp()
-    before = set(base.iterdir())
-    failed = request.session.testsfailed
-    yield
-    if request.session.testsfailed != failed:
-        return
-    for top in set(base.iterdir()) - before:
-        for path in sorted(top.rglob("*"), reverse=True):  # children before their folders
-            if path.is_symlink() or (path.is_file() and not path.name.endswith(SQLITE)):
-                path.unlink(missing_ok=True)
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()

@@ -72,9 +72,9 @@ class Featurizer:
         out["pid_hash"] = id_hash(ids)
         if "query" in batch:
             out["q_ids"], out["q_mask"] = self.tokenize(list(batch["query"]), self.max_query_len)
+            out["q_hash"] = id_hash([str(q).lower() for q in batch["query"]])
         if "group" in batch:
             out["g_hash"] = id_hash([as_text(g) for g in batch["group"]])
-            out["q_hash"] = id_hash([str(q).lower() for q in batch["query"]])
         if "query_kw" in batch:
             out["kq_ids"], out["kq_mask"] = self.tokenize(list(batch["query_kw"]), self.max_query_len)
         return out

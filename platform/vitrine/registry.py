@@ -28,20 +28,12 @@ INDEX_TAG = "vitrine.index_uri"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
-_EXPORTED: str | None = None  # the URI ``setup`` put in $MLFLOW_TRACKING_URI itself (not the user's choice)
-
-
 def resolve_tracking_uri(cfg: TrackingConfig, workdir: str | Path) -> str:
-    """The tracking URI in force: config, then ``$MLFLOW_TRACKING_URI``, then sqlite in the workdir.
-
-    A value ``setup`` exported for Ray workers is not the user's: a later job in the same process with another
-    workdir gets its own store, not the first job's.
-    """
+    """The tracking URI in force: config, then ``$MLFLOW_TRACKING_URI``, then sqlite in the workdir."""
     if cfg.tracking_uri:
         return cfg.tracking_uri
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env and env != _EXPORTED:
-        return env
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
     path = Path(workdir).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path / 'mlflow.db'}"
@@ -51,13 +43,9 @@ def setup(cfg: TrackingConfig, workdir: str | Path) -> str:
     """Point MLflow at the tracking store and make sure the experiment exists; returns its id."""
     import mlflow
 
-    global _EXPORTED
-    before = os.environ.get("MLFLOW_TRACKING_URI")
     uri = resolve_tracking_uri(cfg, workdir)
-    mlflow.set_tracking_uri(uri)  # MLflow also exports it: Ray workers and Serve replicas inherit it
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    if not (before and before != _EXPORTED and before == uri):  # unless it is the user's own value
-        _EXPORTED = uri
+    mlflow.set_tracking_uri(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # Ray workers and Serve replicas inherit it
     client = mlflow.MlflowClient()
     try:
         exp = client.get_experiment_by_name(cfg.experiment)

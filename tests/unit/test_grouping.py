@@ -59,6 +59,9 @@ def test_pairs_carry_the_group_column_as_a_hash(sample_catalog):
     rows = Featurizer(str(resolve_text_encoder("minilm")), 32, 8, 8)(
         {k: pairs.column(k).to_pylist() for k in pairs.column_names})
     assert rows["g_hash"].tolist() == id_hash(pairs.column("group").to_pylist()).tolist()
+    plain = Featurizer(str(resolve_text_encoder("minilm")), 32, 8, 8)(
+        {k: pairs.column(k).to_pylist() for k in pairs.column_names if k != "group"})
+    assert "g_hash" not in plain and plain["q_hash"].tolist() == rows["q_hash"].tolist()  # same-query masking
 
 
 @pytest.mark.parametrize(("data", "message"), [

@@ -51,20 +51,3 @@ def test_unknown_alias_and_bad_uri(tracking):
         registry.resolve_model("models:/nope@champion", workdir / "cache")
     with pytest.raises(RegistryError, match="neither"):
         registry.resolve_model("s3://somewhere", workdir / "cache")
-
-
-def test_each_job_gets_its_workdir_store_unless_the_user_set_one(tmp_path, monkeypatch):
-    """setup exports its URI for Ray workers; a later job in the same process must not inherit that export,
-    but a $MLFLOW_TRACKING_URI the user set stays in force."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    registry.setup(TrackingConfig(experiment="a"), tmp_path / "a")
-    own = f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
-    assert registry.resolve_tracking_uri(TrackingConfig(), tmp_path / "b") == own
-    registry.setup(TrackingConfig(experiment="b"), tmp_path / "b")
-    assert (tmp_path / "b" / "mlflow.db").is_file()
-    mine = f"sqlite:///{tmp_path / 'user' / 'mlflow.db'}"
-    (tmp_path / "user").mkdir()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mine)
-    registry.setup(TrackingConfig(experiment="c"), tmp_path / "c")
-    assert registry.resolve_tracking_uri(TrackingConfig(), tmp_path / "d") == mine
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
