@@ -40,7 +40,7 @@ def load_query_log(job: PretrainJob, catalog: pa.Table) -> tuple[pa.Table, str]:
 
 
 def check_grouping(dc: DataConfig, columns: list[str]) -> None:
-    """Refuse a batch-grouping column the catalog lacks, or a window below 1, before Ray starts."""
+    """Refuse a batch-grouping column the catalog lacks, or a window below 1, before any data is read."""
     if dc.group_column and dc.group_column not in columns:
         raise ConfigError(f"data.group_column={dc.group_column!r} is not a catalog column; use one of "
                           f"{sorted(c for c in columns if c not in ('product_id', 'title'))} or '' (random batches)")
