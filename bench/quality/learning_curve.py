@@ -21,7 +21,7 @@ def _read_metrics(path: str) -> dict[str, float]:
     except (OSError, json.JSONDecodeError) as exc:
         raise SystemExit(f"error: cannot read metrics from {path}: {exc}; pass a file `vitrine evaluate "
                          "--output` wrote") from None
-    if "metrics" not in result:
+    if not isinstance(result, dict) or "metrics" not in result:
         raise SystemExit(f"error: {path} has no 'metrics' key; pass a file `vitrine evaluate --output` wrote")
     return result["metrics"]
 
@@ -67,7 +67,7 @@ def plot(curve: dict, path: Path, title: str) -> None:
         for i, (name, values) in enumerate(curve["baselines"].items()):
             if metric in values:
                 ax.axhline(values[metric], linestyle="--", color=f"C{i + 1}", label=name)
-        ax.set_xlabel("training steps (x 2 workers x 64 pairs)")
+        ax.set_xlabel("training steps")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         points.append((int(step), path))
     if not points:
         raise SystemExit("error: pass at least one --point STEP=metrics.json")
+    steps = [step for step, _ in points]
+    if len(set(steps)) != len(steps):
+        raise SystemExit(f"error: --point steps repeat ({sorted(steps)}); pass one metrics file per step")
     curve = build(points, _pairs(args.baseline, "--baseline"))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -43,3 +43,13 @@ def test_metrics_file_without_recall_at_100_is_refused(tmp_path):
     path.write_text(json.dumps({"metrics": {"ndcg@10": 0.5}}))
     with pytest.raises(SystemExit, match="lacks"):
         main(["--point", f"100={path}", "--output", str(tmp_path / "out")])
+
+
+def test_non_object_json_and_repeated_steps_are_refused(tmp_path):
+    number = tmp_path / "n.json"
+    number.write_text("3")
+    with pytest.raises(SystemExit, match="no 'metrics' key"):
+        main(["--point", f"100={number}", "--output", str(tmp_path / "out")])
+    a = _metrics(tmp_path / "a.json", 0.5, 0.8)
+    with pytest.raises(SystemExit, match="steps repeat"):
+        main(["--point", f"100={a}", "--point", f"100={a}", "--output", str(tmp_path / "out")])
