@@ -48,6 +48,7 @@ class ModelConfig:
     modal_adaptation: bool = True  # per-product title/image weights; False = fixed mean of the two
     modal_init_image_weight: float = 0.12  # the gate's image weight before training (title-led; 0.5 = balanced)
     freeze_image_layers: int = 14  # MobileNetV2 feature blocks kept frozen (0 = train all, 19 = all frozen)
+    freeze_text_embeddings: bool = False  # keep the text encoders' token embeddings at their pretrained values
     use_images: bool = True  # False = text-only product tower (every product treated as having no image)
     colour_bins: int = 0  # > 0: a centre-weighted RGB histogram (bins per channel) joins the image features
 

@@ -69,6 +69,21 @@ def test_regression_visual_task_also_trains(small_batch):
     assert float(terms_of(model, small_batch, cfg)["visual"]) < before
 
 
+def test_frozen_text_embeddings_stay_put_while_the_rest_trains(small_batch):
+    torch.manual_seed(0)
+    model = MakeModel(ModelConfig(freeze_text_embeddings=True))
+    emb = model.title_encoder.backbone.embeddings.word_embeddings.weight
+    layer = model.title_encoder.backbone.encoder.layer[0].attention.self.query.weight
+    emb_before, layer_before = emb.detach().clone(), layer.detach().clone()
+    opt = build_optimizer(model, TrainConfig(lr=1e-4))
+    assert all(p is not emb for g in opt.param_groups for p in g["params"])  # not even weight decay touches them
+    train_step(model, small_batch, opt, LossConfig())
+    assert torch.equal(emb, emb_before)
+    assert torch.equal(model.query_encoder.backbone.embeddings.word_embeddings.weight,
+                       MakeModel(ModelConfig()).query_encoder.backbone.embeddings.word_embeddings.weight)
+    assert not torch.equal(layer, layer_before)  # the transformer layers above still learn
+
+
 def test_fifty_steps_learn_from_chance(shared_data):
     """A query head reset to noise starts at chance; 50 steps on real Myntra rows must lift held-out accuracy."""
     torch.manual_seed(0)

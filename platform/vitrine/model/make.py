@@ -99,6 +99,9 @@ class MakeModel(nn.Module):
             self.title_encoder = self.query_encoder
         else:
             self.title_encoder = copy.deepcopy(self.query_encoder)
+        if cfg.freeze_text_embeddings:
+            self.query_encoder.freeze_embeddings()
+            self.title_encoder.freeze_embeddings()
         kind = "mobilenet_v2" if cfg.image_encoder == "mobilenet_v2" else "hf"
         image_src = resolve_image_weights(cfg.image_encoder) if pretrained else None
         self.image_encoder = ImageEncoder(kind, cfg.freeze_image_layers, source=image_src,
