@@ -79,8 +79,8 @@ class TextEncoder(nn.Module):
 
         Why: they are nearly half of MiniLM's 22.7M weights, and each step of a query or title tower pays
         AdamW and DDP's gradient all-reduce over all of them although a batch touches a few hundred of the
-        30k token rows. Measured on 2 cores (Myntra recipe): about a fifth off every step, so the same
-        60-minute budget trains more steps (docs/quality.md#faster-steps).
+        30k token rows. Measured on 2 cores (Myntra recipe, with the masked-patch task also off): 3.9 -> 2.4 s
+        a step; at equal steps quality was unchanged within noise (docs/quality.md#faster-steps).
         """
         embeddings = getattr(self.backbone, "embeddings", None)
         if embeddings is None:
