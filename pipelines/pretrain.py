@@ -39,11 +39,20 @@ def load_query_log(job: PretrainJob, catalog: pa.Table) -> tuple[pa.Table, str]:
     return derive_queries(catalog, seed=job.train.seed), "derived from catalog attributes"
 
 
+def term_columns(dc: DataConfig) -> tuple[str, ...]:
+    """``data.term_columns`` as a tuple of column names."""
+    return tuple(c.strip() for c in dc.term_columns.split(",") if c.strip())
+
+
 def check_grouping(dc: DataConfig, columns: list[str]) -> None:
-    """Refuse a batch-grouping column the catalog lacks, or a window below 1, before any data is read."""
+    """Refuse a batch-grouping or term column the catalog lacks, or a window below 1, before any data is read."""
     if dc.group_column and dc.group_column not in columns:
         raise ConfigError(f"data.group_column={dc.group_column!r} is not a catalog column; use one of "
                           f"{sorted(c for c in columns if c not in ('product_id', 'title'))} or '' (random batches)")
+    for col in term_columns(dc):
+        if col not in columns:
+            raise ConfigError(f"data.term_columns names {col!r}, not a catalog column; use comma-separated names "
+                              f"from {sorted(c for c in columns if c not in ('product_id', 'title', 'image'))}")
     if dc.group_window < 1:
         raise ConfigError(f"data.group_window={dc.group_window}: use 1 (off) or more batches to regroup")
 
@@ -54,10 +63,14 @@ def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
     import ray.data
 
     dc = job.data
-    columns = ["product_id", "title", "image"] + ([dc.group_column] if dc.group_column else [])
+    extra = [dc.group_column] if dc.group_column else []
+    extra += [c for c in term_columns(dc) if c not in extra]
+    columns = ["product_id", "title", "image"] + extra
     ds = ray.data.read_parquet(files, shuffle="files", num_cpus=dc.cpus_per_data_task).select_columns(columns)
     ds = ds.map_batches(PairBuilder, fn_constructor_kwargs={"queries": queries, "min_label": dc.min_label,
-                                                          "keywords": keywords, "group_column": dc.group_column},
+                                                          "keywords": keywords, "group_column": dc.group_column,
+                                                          "term_columns": term_columns(dc) if job.loss.mask_satisfied
+                                                          else None},
                         batch_format="pyarrow", batch_size=256, compute=ray.data.ActorPoolStrategy(size=1),
                         num_cpus=dc.cpus_per_data_task)
     ds = ds.map_batches(

@@ -35,6 +35,7 @@ class DataConfig:
     cpus_per_data_task: float = 0.25  # logical CPUs per Ray Data task/actor (leave room beside train workers)
     group_column: str = ""  # catalog column packed together into batches (hard in-batch negatives); "" = random
     group_window: int = 4  # batches pooled and re-cut by group_column (1 = off)
+    term_columns: str = ""  # comma-separated catalog columns whose values count as product terms (mask_satisfied)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class LossConfig:
     w_keyword: float = 0.5  # enhanced query <-> product InfoNCE, and raw -> enhanced query consistency
     gather_negatives: bool = True  # cross-worker negatives (all-gather); False = each worker's own batch
     memory_bank: int = 256  # recent product embeddings kept as extra negatives (0 = off)
+    mask_satisfied: bool = False  # a product holding every term of another row's query is not its negative
 
 
 @dataclass(frozen=True)

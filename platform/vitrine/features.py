@@ -15,12 +15,24 @@ import numpy as np
 import pyarrow as pa
 
 from vitrine.catalog.images import decode_batch
-from vitrine.catalog.keywords import enhance
+from vitrine.catalog.keywords import enhance, terms
+
+QUERY_TERMS = 8  # hashed terms kept per query for the satisfied-candidate mask (longer queries: first 8)
+PRODUCT_TERMS = 64  # hashed terms kept per product (title + term columns)
 
 
 def id_hash(ids: list[str] | np.ndarray) -> np.ndarray:
     """Stable int64 hashes of product ids (used to mask duplicates of the positive across workers)."""
     return np.array([zlib.crc32(str(i).encode()) for i in ids], dtype=np.int64)
+
+
+def term_hashes(texts: list[Any], width: int, pad: int) -> np.ndarray:
+    """(B, width) int64 hashes of each text's distinct terms (``keywords.terms``, hyphens split), ``pad`` after."""
+    out = np.full((len(texts), width), pad, dtype=np.int64)
+    for i, text in enumerate(texts):
+        seen = list(dict.fromkeys(terms(as_text(text).replace("-", " "))))[:width]
+        out[i, : len(seen)] = [zlib.crc32(t.encode()) for t in seen]
+    return out
 
 
 def as_text(value: Any) -> str:
@@ -77,6 +89,9 @@ class Featurizer:
             out["g_hash"] = id_hash([as_text(g) for g in batch["group"]])
         if "query_kw" in batch:
             out["kq_ids"], out["kq_mask"] = self.tokenize(list(batch["query_kw"]), self.max_query_len)
+        if "query" in batch and "p_text" in batch:  # loss.mask_satisfied
+            out["q_terms"] = term_hashes(list(batch["query"]), QUERY_TERMS, -1)
+            out["p_terms"] = term_hashes(list(batch["p_text"]), PRODUCT_TERMS, -2)
         return out
 
 
@@ -88,7 +103,8 @@ class PairBuilder:
     """
 
     def __init__(self, queries: pa.Table, min_label: float = 0.0,
-                 keywords: dict[str, list[str]] | None = None, group_column: str = "") -> None:
+                 keywords: dict[str, list[str]] | None = None, group_column: str = "",
+                 term_columns: tuple[str, ...] | None = None) -> None:
         self.by_product: dict[str, list[str]] = defaultdict(list)
         for q, pid, label in zip(queries.column("query").to_pylist(), queries.column("product_id").to_pylist(),
                                  queries.column("label").to_pylist(), strict=True):
@@ -96,12 +112,14 @@ class PairBuilder:
                 self.by_product[pid].append(q)
         self.keywords = keywords
         self.group_column = group_column
+        self.term_columns = term_columns
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Catalog rows -> (query, product_id, title, image[, query_kw]) rows; products without queries emit none.
 
         With keywords, ``query_kw`` is the keyword-enhanced query (Keyword Enhancement's training view); with
-        a group column, ``group`` is its value as text (empty when missing), the key batches are packed by.
+        a group column, ``group`` is its value as text (empty when missing), the key batches are packed by; with
+        term columns (``loss.mask_satisfied``), ``p_text`` is the title followed by those columns' values.
         """
         take: list[int] = []
         queries: list[str] = []
@@ -121,4 +139,9 @@ class PairBuilder:
         if self.group_column:
             values = batch.column(self.group_column).take(pa.array(take, pa.int64())).to_pylist()
             out = out.append_column("group", pa.array(["" if v is None else as_text(v) for v in values]))
+        if self.term_columns is not None:
+            parts = [batch.column(c).take(pa.array(take, pa.int64())).to_pylist()
+                     for c in ("title", *self.term_columns)]
+            text = [" ".join(as_text(v) for v in row if v is not None) for row in zip(*parts, strict=True)]
+            out = out.append_column("p_text", pa.array(text, pa.string()))
         return out

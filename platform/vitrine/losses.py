@@ -12,7 +12,12 @@ on local rows only, so it is left unscaled and DDP's average gives the global me
 gather is the identity and ``objective == loss``.
 
 False negatives: candidates that share an id column with the anchor (the same product, or the same query
-text) are masked, never negatives; ids are (B, K) int64 hashes.
+text) are masked, never negatives; ids are (B, K) int64 hashes. With ``loss.mask_satisfied`` a product that
+*satisfies* another row's query is masked for it too: every term of the query occurs in the product's title
+or term columns (``data.term_columns``, e.g. colour, type, gender). Why: batches packed by type
+(``data.group_column``) hold many t-shirts, and "tshirts for men" then has dozens of true matches among its
+"negatives"; pushing them away teaches the towers to contradict the judgments. Term containment is the
+cheapest test that needs no model; it can only mask more (a missed match stays a negative, as before).
 """
 
 from __future__ import annotations
@@ -47,19 +52,31 @@ def grad_scaled(x: torch.Tensor, factor: float) -> torch.Tensor:
     return x * factor + x.detach() * (1.0 - factor)
 
 
+def satisfied_mask(q_terms: torch.Tensor, p_terms: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool: product j holds every term of query i. ``q_terms`` (B, Q) padded with -1, ``p_terms`` (N, P)
+    padded with -2 (``features.term_hashes``); a query without terms is satisfied by nothing."""
+    q_pad = q_terms == -1
+    found = (q_terms[:, None, :, None] == p_terms[None, :, None, :]).any(-1) | q_pad[:, None, :]  # (B, N, Q)
+    return found.all(-1) & ~q_pad.all(-1, keepdim=True)
+
+
 def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, a_ids: torch.Tensor, b_ids: torch.Tensor,
-             valid: torch.Tensor | None = None, b_valid: torch.Tensor | None = None) -> torch.Tensor:
+             valid: torch.Tensor | None = None, b_valid: torch.Tensor | None = None,
+             also_drop: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE of anchors ``a`` (B, D) against candidates ``b`` (N >= B, D); row i's positive is b[i].
 
     ``a_ids`` (B, K) / ``b_ids`` (N, K): a candidate equal to the anchor in any id column is masked (a
     duplicate of the positive is never a negative). ``valid`` (B,) weights anchors (mean over valid rows;
-    0 when none); ``b_valid`` (N,) > 0 marks usable candidates.
+    0 when none); ``b_valid`` (N,) > 0 marks usable candidates; ``also_drop`` (B, <= N) masks more candidates
+    (the first columns; e.g. ``satisfied_mask``).
     """
     logits = scale * a @ b.t()  # (B, N)
     rows = torch.arange(a.shape[0], device=a.device)
     drop = (a_ids.unsqueeze(1) == b_ids.unsqueeze(0)).any(-1)  # (B, N)
     if b_valid is not None:
         drop |= ~(b_valid > 0).unsqueeze(0)
+    if also_drop is not None:
+        drop[:, : also_drop.shape[1]] |= also_drop
     drop[rows, rows] = False
     losses = F.cross_entropy(logits.masked_fill(drop, float("-inf")), rows, reduction="none")
     if valid is None:
@@ -68,17 +85,19 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, a_ids: torch
 
 
 def pair_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor,
-              valid: torch.Tensor | None = None, bank: tuple[torch.Tensor, torch.Tensor] | None = None
-              ) -> torch.Tensor:
-    """Symmetric InfoNCE over already-gathered pairs (a_i, b_i); ``bank`` adds extra b-side negatives."""
+              valid: torch.Tensor | None = None, bank: tuple[torch.Tensor, torch.Tensor] | None = None,
+              satisfied: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE over already-gathered pairs (a_i, b_i); ``bank`` adds extra b-side negatives.
+
+    ``satisfied`` (B, B): b_j is a true match of a_i (query anchors, product candidates), masked both ways."""
     b_cand, b_ids, b_valid = b, ids, valid
     if bank is not None and bank[0].shape[0] > 0:
         b_cand = torch.cat([b, bank[0]])
         b_ids = torch.cat([ids, bank[1]])
         if valid is not None:
             b_valid = torch.cat([valid, torch.ones(bank[0].shape[0], device=valid.device)])
-    forward = info_nce(a, b_cand, scale, ids, b_ids, valid, b_valid)
-    backward = info_nce(b, a, scale, ids, ids, valid, valid)
+    forward = info_nce(a, b_cand, scale, ids, b_ids, valid, b_valid, satisfied)
+    backward = info_nce(b, a, scale, ids, ids, valid, valid, None if satisfied is None else satisfied.t())
     return 0.5 * (forward + backward)
 
 
@@ -139,8 +158,8 @@ def visual_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, t
     return F.cross_entropy(logits, torch.arange(pred.shape[0], device=pred.device))
 
 
-def make_loss(out: dict[str, torch.Tensor], ids: torch.Tensor, cfg: LossConfig, bank: MemoryBank | None = None
-              ) -> dict[str, torch.Tensor]:
+def make_loss(out: dict[str, torch.Tensor], ids: torch.Tensor, cfg: LossConfig, bank: MemoryBank | None = None,
+              query_terms: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Every weighted term of the pre-training objective, their sum as ``loss`` and ``objective`` to backprop.
 
     ``ids`` (B, 2): product-id hash and query-text hash per row. Negatives come from every worker when
@@ -158,17 +177,20 @@ def make_loss(out: dict[str, torch.Tensor], ids: torch.Tensor, cfg: LossConfig, 
     negatives = bank.negatives() if bank is not None and len(bank) else None
     if negatives is not None:
         negatives = (negatives[0], negatives[1][:, : all_ids.shape[1]])
+    sat = None
+    if cfg.mask_satisfied and query_terms is not None:
+        sat = satisfied_mask(gather(query_terms[0]), gather(query_terms[1]))
     terms = {
-        "query_product": pair_loss(q, p, scale, all_ids, bank=negatives),
-        "query_title": pair_loss(q, t, scale, all_ids),
-        "query_image": pair_loss(q, im, scale, all_ids, valid=has),
+        "query_product": pair_loss(q, p, scale, all_ids, bank=negatives, satisfied=sat),
+        "query_title": pair_loss(q, t, scale, all_ids, satisfied=sat),
+        "query_image": pair_loss(q, im, scale, all_ids, valid=has, satisfied=sat),
         "title_image": pair_loss(t, im, scale, all_ids[:, :1], valid=has),
     }
     weights = {"query_product": cfg.w_query_product, "query_title": cfg.w_query_title,
                "query_image": cfg.w_query_image, "title_image": cfg.w_title_image}
     if cfg.keyword_enhancement and "query_kw" in out:
         qk = gather(out["query_kw"])
-        terms["keyword_product"] = pair_loss(qk, p, scale, all_ids, bank=negatives)
+        terms["keyword_product"] = pair_loss(qk, p, scale, all_ids, bank=negatives, satisfied=sat)
         terms["keyword_consistency"] = (1.0 - (q * qk.detach()).sum(-1)).mean()
         weights["keyword_product"] = weights["keyword_consistency"] = cfg.w_keyword
     if cfg.visual_task != "none" and "visual_pred" in out:

@@ -35,7 +35,8 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     for ids, mask in (("q_ids", "q_mask"), ("t_ids", "t_mask"), ("kq_ids", "kq_mask")):
         if ids in out:
             out[ids], out[mask] = trim_padding(out[ids], out[mask])
-    keys = [k for k in (*BATCH_KEYS, "kq_ids", "kq_mask", "pid_hash", "q_hash") if k in out]
+    keys = [k for k in (*BATCH_KEYS, "kq_ids", "kq_mask", "pid_hash", "q_hash", "q_terms", "p_terms")
+            if k in out]
     return {k: out[k].to(device, non_blocking=True) for k in keys}
 
 
@@ -92,7 +93,8 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torc
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
         out = model(batch, mask_ratio=mask_ratio)
     ids = row_ids(batch)
-    terms = make_loss(out, ids, loss_cfg, bank)
+    query_terms = (batch["q_terms"], batch["p_terms"]) if "q_terms" in batch else None
+    terms = make_loss(out, ids, loss_cfg, bank, query_terms)
     optimizer.zero_grad(set_to_none=True)
     terms.pop("objective").backward()
     optimizer.step()
