@@ -98,7 +98,9 @@ class QueryTower:
         out: list[np.ndarray | None] = [None] * len(items)
         for version in {v for _, v in items}:
             idx = [i for i, (_, v) in enumerate(items) if v == version]
-            vecs = self.encoders.get(version)([items[i][0] for i in idx])
+            # In a worker thread: torch releases the GIL, so the replica's event loop keeps parsing and
+            # answering other requests (and forming the next batch) while this one is encoded.
+            vecs = await asyncio.to_thread(self.encoders.get(version), [items[i][0] for i in idx])
             for i, vec in zip(idx, vecs, strict=True):
                 out[i] = vec
         return out  # type: ignore[return-value]

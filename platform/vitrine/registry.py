@@ -28,12 +28,19 @@ INDEX_TAG = "vitrine.index_uri"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
+_exported: str | None = None  # the URI ``setup`` put in this process's environment (not the user's choice)
+
+
 def resolve_tracking_uri(cfg: TrackingConfig, workdir: str | Path) -> str:
-    """The tracking URI in force: config, then ``$MLFLOW_TRACKING_URI``, then sqlite in the workdir."""
+    """The tracking URI in force: config, then ``$MLFLOW_TRACKING_URI``, then sqlite in the workdir.
+
+    A ``$MLFLOW_TRACKING_URI`` that an earlier job of this process exported (for its Ray workers) is not the
+    user's choice: a later job with another workdir gets its own store."""
     if cfg.tracking_uri:
         return cfg.tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env != _exported:
+        return env
     path = Path(workdir).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path / 'mlflow.db'}"
@@ -43,8 +50,11 @@ def setup(cfg: TrackingConfig, workdir: str | Path) -> str:
     """Point MLflow at the tracking store and make sure the experiment exists; returns its id."""
     import mlflow
 
+    global _exported
     uri = resolve_tracking_uri(cfg, workdir)
-    mlflow.set_tracking_uri(uri)
+    if os.environ.get("MLFLOW_TRACKING_URI") in (None, "", _exported):
+        _exported = uri  # ours, not the user's: resolve_tracking_uri may replace it for a later job
+    mlflow.set_tracking_uri(uri)  # (MLflow exports it too)
     os.environ["MLFLOW_TRACKING_URI"] = uri  # Ray workers and Serve replicas inherit it
     client = mlflow.MlflowClient()
     try:

@@ -1,6 +1,7 @@
 """MLflow registry on a real sqlite backend: register, alias, resolve models:/ URIs."""
 
 import json
+import os
 
 import pytest
 
@@ -51,3 +52,17 @@ def test_unknown_alias_and_bad_uri(tracking):
         registry.resolve_model("models:/nope@champion", workdir / "cache")
     with pytest.raises(RegistryError, match="neither"):
         registry.resolve_model("s3://somewhere", workdir / "cache")
+
+
+def test_a_later_job_in_the_same_process_uses_its_own_workdir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    registry.setup(TrackingConfig(experiment="a"), tmp_path / "a")
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}"  # for Ray workers
+    registry.setup(TrackingConfig(experiment="b"), tmp_path / "b")
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+    assert (tmp_path / "b" / "mlflow.db").exists()
+    user = f"sqlite:///{tmp_path / 'user.db'}"  # a URI the user exported still wins over any workdir
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", user)
+    registry.setup(TrackingConfig(experiment="c"), tmp_path / "c")
+    assert registry.resolve_tracking_uri(TrackingConfig(), tmp_path / "d") == user
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
