@@ -63,14 +63,14 @@ def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
     import ray.data
 
     dc = job.data
+    terms = term_columns(dc) if job.loss.mask_satisfied else None  # read only when the mask uses them
     extra = [dc.group_column] if dc.group_column else []
-    extra += [c for c in term_columns(dc) if c not in extra]
+    extra += [c for c in terms or () if c not in extra]
     columns = ["product_id", "title", "image"] + extra
     ds = ray.data.read_parquet(files, shuffle="files", num_cpus=dc.cpus_per_data_task).select_columns(columns)
     ds = ds.map_batches(PairBuilder, fn_constructor_kwargs={"queries": queries, "min_label": dc.min_label,
                                                           "keywords": keywords, "group_column": dc.group_column,
-                                                          "term_columns": term_columns(dc) if job.loss.mask_satisfied
-                                                          else None},
+                                                          "term_columns": terms},
                         batch_format="pyarrow", batch_size=256, compute=ray.data.ActorPoolStrategy(size=1),
                         num_cpus=dc.cpus_per_data_task)
     ds = ds.map_batches(

@@ -132,15 +132,16 @@ class PairBuilder:
                 if self.keywords is not None:
                     enhanced.append(enhance(q, self.keywords.get(pid, [])))
         cols = [c for c in ("product_id", "title", "image") if c in batch.schema.names]
-        out = batch.select(cols).take(pa.array(take, pa.int64()))
+        rows = pa.array(take, pa.int64())
+        out = batch.select(cols).take(rows)
         out = out.append_column("query", pa.array(queries, pa.string()))
         if self.keywords is not None:
             out = out.append_column("query_kw", pa.array(enhanced, pa.string()))
         if self.group_column:
-            values = batch.column(self.group_column).take(pa.array(take, pa.int64())).to_pylist()
+            values = batch.column(self.group_column).take(rows).to_pylist()
             out = out.append_column("group", pa.array(["" if v is None else as_text(v) for v in values]))
         if self.term_columns is not None:
-            parts = [batch.column(c).take(pa.array(take, pa.int64())).to_pylist()
+            parts = [batch.column(c).take(rows).to_pylist()
                      for c in ("title", *self.term_columns)]
             text = [" ".join(as_text(v) for v in row if v is not None) for row in zip(*parts, strict=True)]
             out = out.append_column("p_text", pa.array(text, pa.string()))
