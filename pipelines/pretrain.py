@@ -23,6 +23,7 @@ from vitrine.errors import ConfigError, VitrineError
 from vitrine.features import Featurizer, PairBuilder
 from vitrine.lineage import code_version, data_snapshot
 from vitrine.model.encoders import resolve_text_encoder
+from vitrine.train.loop import check_schedule
 from vitrine.train.ray_train import run_trainer
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def _run(job: PretrainJob) -> dict[str, Any]:
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.data.catalog)
     check_grouping(job.data, catalog.column_names)
+    check_schedule(job.train)
     queries, query_source = load_query_log(job, catalog)
     if queries.num_rows == 0:
         raise VitrineError(f"no usable (query, product) pairs in {job.data.queries or job.data.catalog}; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from vitrine.config import LossConfig, TrainConfig
+from vitrine.errors import ConfigError
 from vitrine.features import trim_padding
 from vitrine.losses import MemoryBank, gather_with_grad, make_loss
 
@@ -27,6 +29,44 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     groups = [{"params": enc, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
               {"params": head, "lr": cfg.head_lr, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, fused=torch.cuda.is_available())
+
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def check_schedule(cfg: TrainConfig) -> None:
+    """Refuse an unknown ``train.lr_schedule`` or a warm-up that is negative or not shorter than the run."""
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"train.lr_schedule={cfg.lr_schedule!r} is not a schedule; use one of {list(LR_SCHEDULES)}")
+    if not 0 <= cfg.warmup_steps < max(cfg.max_steps, 1):
+        raise ConfigError(f"train.warmup_steps={cfg.warmup_steps} must be >= 0 and below "
+                          f"train.max_steps={cfg.max_steps}; use 0 for no warm-up")
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base learning rates for the update that makes step ``step`` (0-based).
+
+    A pure function of the step rather than a torch scheduler, so a resumed run needs no scheduler state:
+    linear warm-up over ``warmup_steps``, then ``constant``, or ``linear`` / ``cosine`` decay reaching 0
+    at ``max_steps``. Why offer decay: with a constant rate the last checkpoint is taken at full step size,
+    i.e. mid-oscillation; annealing lets the final steps settle (the run's budget is fixed in advance).
+    """
+    if step < cfg.warmup_steps:
+        return (step + 1) / (cfg.warmup_steps + 1)
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    span = max(cfg.max_steps - cfg.warmup_steps, 1)
+    done = min((step - cfg.warmup_steps) / span, 1.0)
+    return 1.0 - done if cfg.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def apply_lr(optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> float:
+    """Set every group's rate to its base rate (kept as ``initial_lr``) times ``lr_factor``; return the factor."""
+    factor = lr_factor(step, cfg)
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+        group["lr"] = group["initial_lr"] * factor
+    return factor
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

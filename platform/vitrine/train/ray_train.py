@@ -21,7 +21,7 @@ import torch
 from vitrine import registry
 from vitrine.config import PretrainJob, from_dict, to_dict
 from vitrine.faults import crash_point
-from vitrine.train.loop import build_optimizer, load_state, regroup, save_state, to_device, train_step
+from vitrine.train.loop import apply_lr, build_optimizer, load_state, regroup, save_state, to_device, train_step
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if batches <= skip:
                 continue
             failed_images += int(batch["image_failed"].sum())
+            lr_scale = apply_lr(optimizer, step, tc)
             metrics = train_step(ddp, to_device(batch, device), optimizer, job.loss, bank)
+            metrics["lr_factor"] = lr_scale
             step += 1
             epoch_step = batches
             crash_point("train_step", step, before_kill=_wait_reports_collected)
