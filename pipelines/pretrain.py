@@ -87,11 +87,11 @@ def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
 
 def _run(job: PretrainJob) -> dict[str, Any]:
     """Train, log to MLflow, register the model and point ``tracking.alias`` at it."""
+    check_schedule(job.train)  # before anything is created in the workdir
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.data.catalog)
     check_grouping(job.data, catalog.column_names)
-    check_schedule(job.train)
     queries, query_source = load_query_log(job, catalog)
     if queries.num_rows == 0:
         raise VitrineError(f"no usable (query, product) pairs in {job.data.queries or job.data.catalog}; "
