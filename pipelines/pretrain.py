@@ -15,12 +15,12 @@ import pyarrow as pa
 from pipelines.common import absolute, catalog_index, ray_session
 from vitrine import registry
 from vitrine.catalog.derive import derive_queries
-from vitrine.catalog.io import read_table
+from vitrine.catalog.io import read_schema, read_table
 from vitrine.catalog.keywords import mine_keywords
 from vitrine.catalog.schema import clean_judgments
 from vitrine.config import DataConfig, PretrainJob, flatten
 from vitrine.errors import ConfigError, VitrineError
-from vitrine.features import Featurizer, PairBuilder
+from vitrine.features import Featurizer, PairBuilder, judged_negatives
 from vitrine.lineage import code_version, data_snapshot
 from vitrine.model.encoders import resolve_text_encoder
 from vitrine.train.loop import check_schedule
@@ -58,8 +58,28 @@ def check_grouping(dc: DataConfig, columns: list[str]) -> None:
         raise ConfigError(f"data.group_window={dc.group_window}: use 1 (off) or more batches to regroup")
 
 
+def check_hard_negatives(job: PretrainJob, has_images: bool) -> None:
+    """Refuse ``data.hard_negative_max_label`` where judged non-matches cannot be honest hard negatives."""
+    dc, key = job.data, "data.hard_negative_max_label"
+    value = dc.hard_negative_max_label
+    if value == 0:
+        return
+    if value < 0:
+        raise ConfigError(f"{key}={value} is negative; use a label below data.min_label, or 0 (off)")
+    if not dc.queries:
+        raise ConfigError(f"{key}={value} needs a judged query log (data.queries); derived queries have no judged "
+                          "non-matches: set it to 0")
+    if value >= dc.min_label:
+        raise ConfigError(f"{key}={value} must be below data.min_label={dc.min_label} (a pair above min_label is a "
+                          "positive, so it cannot also be a negative); lower it, e.g. to 1.7 on a 1-3 scale")
+    if has_images and job.model.use_images:
+        raise ConfigError(f"{key}={value}: hard negatives are encoded from their titles only and this catalog has "
+                          "images, so the missing image would give them away; use model.use_images=false, or 0 (off)")
+
+
 def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
-                  keywords: dict[str, list[str]] | None = None) -> Any:
+                  keywords: dict[str, list[str]] | None = None,
+                  negatives: dict[str, list[tuple[str, str]]] | None = None) -> Any:
     """Ray Data pipeline: read Parquet -> (query, product) pairs -> tokenized, decoded tensors."""
     import ray.data
 
@@ -71,7 +91,7 @@ def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
     ds = ray.data.read_parquet(files, shuffle="files", num_cpus=dc.cpus_per_data_task).select_columns(columns)
     ds = ds.map_batches(PairBuilder, fn_constructor_kwargs={"queries": queries, "min_label": dc.min_label,
                                                           "keywords": keywords, "group_column": dc.group_column,
-                                                          "term_columns": terms},
+                                                          "term_columns": terms, "negatives": negatives},
                         batch_format="pyarrow", batch_size=256, compute=ray.data.ActorPoolStrategy(size=1),
                         num_cpus=dc.cpus_per_data_task)
     ds = ds.map_batches(
@@ -92,6 +112,7 @@ def _run(job: PretrainJob) -> dict[str, Any]:
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.data.catalog)
     check_grouping(job.data, catalog.column_names)
+    check_hard_negatives(job, "image" in read_schema(files[0]).names)
     queries, query_source = load_query_log(job, catalog)
     if queries.num_rows == 0:
         raise VitrineError(f"no usable (query, product) pairs in {job.data.queries or job.data.catalog}; "
@@ -113,8 +134,14 @@ def _run(job: PretrainJob) -> dict[str, Any]:
         with_kw = sum(1 for v in keywords.values() if v)
         registry.log_params(run_id, {"data.products_with_keywords": with_kw})
         log.info("keyword enhancement: keywords mined for %d of %d products", with_kw, len(keywords))
+    negatives = None
+    if job.data.hard_negative_max_label > 0:
+        negatives = judged_negatives(queries, catalog, job.data.hard_negative_max_label)
+        pairs = sum(len(v) for v in negatives.values())
+        registry.log_params(run_id, {"data.hard_negative_pairs": pairs, "data.hard_negative_queries": len(negatives)})
+        log.info("hard negatives: %d judged non-matches for %d queries", pairs, len(negatives))
     try:
-        dataset = build_dataset(job, files, queries, keywords)
+        dataset = build_dataset(job, files, queries, keywords, negatives)
         result = run_trainer(job, dataset, workdir / "ray_train", run_name, run_id)
         if result.error:
             raise result.error

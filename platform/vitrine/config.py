@@ -31,6 +31,7 @@ class DataConfig:
     max_query_len: int = 16
     max_title_len: int = 32
     min_label: float = 0.0  # query-log rows with label <= min_label are not positives
+    hard_negative_max_label: float = 0.0  # > 0: judged rows with label <= this are hard negatives of their query
     data_actors: int = 1  # Ray Data actors decoding images and tokenizing
     cpus_per_data_task: float = 0.25  # logical CPUs per Ray Data task/actor (leave room beside train workers)
     group_column: str = ""  # catalog column packed together into batches (hard in-batch negatives); "" = random

@@ -1,7 +1,8 @@
 """Row -> tensor preprocessing run inside Ray Data tasks: tokenize queries and titles, decode and resize images.
 
 ``Featurizer`` is a callable class so each Ray Data actor loads its tokenizer once, not once per batch.
-``PairBuilder`` joins a (small, broadcast) query log onto streamed catalog batches.
+``PairBuilder`` joins a (small, broadcast) query log onto streamed catalog batches; ``judged_negatives`` picks
+the judged non-matches it attaches as hard negatives.
 """
 
 from __future__ import annotations
@@ -47,6 +48,23 @@ def trim_padding(ids: Any, mask: Any) -> tuple[Any, Any]:
     return ids[:, :width], mask[:, :width]
 
 
+def judged_negatives(queries: pa.Table, catalog: pa.Table, max_label: float) -> dict[str, list[tuple[str, str]]]:
+    """Query text -> [(product id, title)] of the products judged for it with ``label <= max_label``.
+
+    Why: a judged non-match shares the query's words (it was shown for that query) yet is wrong, which random
+    in-batch products rarely are; MAKE's hard cases are these near-misses. Titles travel with the query log
+    (small) because the negative's catalog row is not in the streamed batch. Every query-log product is in the
+    catalog (``clean_judgments`` dropped and counted the others), so none is lost here.
+    """
+    titles = dict(zip(catalog.column("product_id").to_pylist(), catalog.column("title").to_pylist(), strict=True))
+    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for q, pid, label in zip(queries.column("query").to_pylist(), queries.column("product_id").to_pylist(),
+                             queries.column("label").to_pylist(), strict=True):
+        if label is not None and label <= max_label and pid in titles:
+            out[q].append((pid, as_text(titles[pid])))
+    return dict(out)
+
+
 class Tokenize:
     """A fast tokenizer loaded once; pads to a fixed length so batches stack without collation."""
 
@@ -89,6 +107,11 @@ class Featurizer:
             out["g_hash"] = id_hash([as_text(g) for g in batch["group"]])
         if "query_kw" in batch:
             out["kq_ids"], out["kq_mask"] = self.tokenize(list(batch["query_kw"]), self.max_query_len)
+        if "neg_title" in batch:  # data.hard_negative_max_label: the row's judged non-match ("" = none)
+            out["n_ids"], out["n_mask"] = self.tokenize(list(batch["neg_title"]), self.max_title_len)
+            neg_ids = [as_text(i) for i in batch["neg_id"]]
+            out["n_hash"] = id_hash(neg_ids)
+            out["has_neg"] = np.array([bool(i) for i in neg_ids])
         if "query" in batch and "p_text" in batch:  # loss.mask_satisfied
             out["q_terms"] = term_hashes(list(batch["query"]), QUERY_TERMS, -1)
             out["p_terms"] = term_hashes(list(batch["p_text"]), PRODUCT_TERMS, -2)
@@ -104,7 +127,8 @@ class PairBuilder:
 
     def __init__(self, queries: pa.Table, min_label: float = 0.0,
                  keywords: dict[str, list[str]] | None = None, group_column: str = "",
-                 term_columns: tuple[str, ...] | None = None) -> None:
+                 term_columns: tuple[str, ...] | None = None,
+                 negatives: dict[str, list[tuple[str, str]]] | None = None) -> None:
         self.by_product: dict[str, list[str]] = defaultdict(list)
         for q, pid, label in zip(queries.column("query").to_pylist(), queries.column("product_id").to_pylist(),
                                  queries.column("label").to_pylist(), strict=True):
@@ -113,13 +137,16 @@ class PairBuilder:
         self.keywords = keywords
         self.group_column = group_column
         self.term_columns = term_columns
+        self.negatives = negatives
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Catalog rows -> (query, product_id, title, image[, query_kw]) rows; products without queries emit none.
 
         With keywords, ``query_kw`` is the keyword-enhanced query (Keyword Enhancement's training view); with
         a group column, ``group`` is its value as text (empty when missing), the key batches are packed by; with
-        term columns (``loss.mask_satisfied``), ``p_text`` is the title followed by those columns' values.
+        term columns (``loss.mask_satisfied``), ``p_text`` is the title followed by those columns' values; with
+        negatives, ``neg_id`` / ``neg_title`` name one judged non-match of the query ("" when it has none),
+        chosen by a hash of (query, product) so a query's positives spread over its negatives, run to run alike.
         """
         take: list[int] = []
         queries: list[str] = []
@@ -145,4 +172,16 @@ class PairBuilder:
                      for c in ("title", *self.term_columns)]
             text = [" ".join(as_text(v) for v in row if v is not None) for row in zip(*parts, strict=True)]
             out = out.append_column("p_text", pa.array(text, pa.string()))
+        if self.negatives is not None:
+            picked = [self._negative(q, as_text(p)) for q, p in
+                      zip(queries, out.column("product_id").to_pylist(), strict=True)]
+            out = out.append_column("neg_id", pa.array([p[0] for p in picked], pa.string()))
+            out = out.append_column("neg_title", pa.array([p[1] for p in picked], pa.string()))
         return out
+
+    def _negative(self, query: str, pid: str) -> tuple[str, str]:
+        """One judged non-match of ``query`` (id, title), or ("", "")."""
+        options = self.negatives.get(query, ()) if self.negatives else ()
+        if not options:
+            return "", ""
+        return options[zlib.crc32(f"{query}\x00{pid}".encode()) % len(options)]

@@ -18,6 +18,11 @@ or term columns (``data.term_columns``, e.g. colour, type, gender). Why: batches
 (``data.group_column``) hold many t-shirts, and "tshirts for men" then has dozens of true matches among its
 "negatives"; pushing them away teaches the towers to contradict the judgments. Term containment is the
 cheapest test that needs no model; it can only mask more (a missed match stays a negative, as before).
+
+Judged hard negatives (``data.hard_negative_max_label``): each row may carry one product judged a non-match
+for its query; their product vectors join the candidates of the query -> product terms (and the keyword
+view's), gathered like the batch, so every query sees every worker's hard negatives. They are not added to
+the title/image terms: the fused product vector is what retrieval serves.
 """
 
 from __future__ import annotations
@@ -86,16 +91,23 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, a_ids: torch
 
 def pair_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor,
               valid: torch.Tensor | None = None, bank: tuple[torch.Tensor, torch.Tensor] | None = None,
-              satisfied: torch.Tensor | None = None) -> torch.Tensor:
+              satisfied: torch.Tensor | None = None,
+              hard: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Symmetric InfoNCE over already-gathered pairs (a_i, b_i); ``bank`` adds extra b-side negatives.
 
-    ``satisfied`` (B, B): b_j is a true match of a_i (query anchors, product candidates), masked both ways."""
+    ``satisfied`` (B, B): b_j is a true match of a_i (query anchors, product candidates), masked both ways.
+    ``hard``: (M, D) more b-side negatives, their (M, K) ids and (M,) validity (judged hard negatives)."""
     b_cand, b_ids, b_valid = b, ids, valid
-    if bank is not None and bank[0].shape[0] > 0:
-        b_cand = torch.cat([b, bank[0]])
-        b_ids = torch.cat([ids, bank[1]])
-        if valid is not None:
-            b_valid = torch.cat([valid, torch.ones(bank[0].shape[0], device=valid.device)])
+    for extra in (bank, hard):
+        if extra is None or extra[0].shape[0] == 0:
+            continue
+        extra_valid = extra[2] if len(extra) > 2 else torch.ones(extra[0].shape[0], device=b.device)
+        if b_valid is None and len(extra) > 2:
+            b_valid = torch.ones(b_cand.shape[0], device=b.device)
+        b_cand = torch.cat([b_cand, extra[0]])
+        b_ids = torch.cat([b_ids, extra[1]])
+        if b_valid is not None:
+            b_valid = torch.cat([b_valid, extra_valid])
     forward = info_nce(a, b_cand, scale, ids, b_ids, valid, b_valid, satisfied)
     backward = info_nce(b, a, scale, ids, ids, valid, valid, None if satisfied is None else satisfied.t())
     return 0.5 * (forward + backward)
@@ -159,11 +171,13 @@ def visual_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, t
 
 
 def make_loss(out: dict[str, torch.Tensor], ids: torch.Tensor, cfg: LossConfig, bank: MemoryBank | None = None,
-              query_terms: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+              query_terms: tuple[torch.Tensor, torch.Tensor] | None = None,
+              hard_ids: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Every weighted term of the pre-training objective, their sum as ``loss`` and ``objective`` to backprop.
 
     ``ids`` (B, 2): product-id hash and query-text hash per row. Negatives come from every worker when
-    ``cfg.gather_negatives``; the memory bank adds product-side negatives to the query -> product terms.
+    ``cfg.gather_negatives``; the memory bank adds product-side negatives to the query -> product terms, and
+    so do judged hard negatives (``out["neg_product"]`` with ``hard_ids``: (B, 2) ids and (B,) validity).
     """
     gather = gather_with_grad if cfg.gather_negatives else (lambda x: x)
     workers = world_size() if cfg.gather_negatives else 1
@@ -177,11 +191,14 @@ def make_loss(out: dict[str, torch.Tensor], ids: torch.Tensor, cfg: LossConfig, 
     negatives = bank.negatives() if bank is not None and len(bank) else None
     if negatives is not None:
         negatives = (negatives[0], negatives[1][:, : all_ids.shape[1]])
+    hard = None
+    if "neg_product" in out and hard_ids is not None:
+        hard = (gather(out["neg_product"]), gather(hard_ids[0])[:, : all_ids.shape[1]], gather(hard_ids[1]))
     sat = None
     if cfg.mask_satisfied and query_terms is not None:
         sat = satisfied_mask(gather(query_terms[0]), gather(query_terms[1]))
     terms = {
-        "query_product": pair_loss(q, p, scale, all_ids, bank=negatives, satisfied=sat),
+        "query_product": pair_loss(q, p, scale, all_ids, bank=negatives, satisfied=sat, hard=hard),
         "query_title": pair_loss(q, t, scale, all_ids, satisfied=sat),
         "query_image": pair_loss(q, im, scale, all_ids, valid=has, satisfied=sat),
         "title_image": pair_loss(t, im, scale, all_ids[:, :1], valid=has),
@@ -190,7 +207,7 @@ def make_loss(out: dict[str, torch.Tensor], ids: torch.Tensor, cfg: LossConfig, 
                "query_image": cfg.w_query_image, "title_image": cfg.w_title_image}
     if cfg.keyword_enhancement and "query_kw" in out:
         qk = gather(out["query_kw"])
-        terms["keyword_product"] = pair_loss(qk, p, scale, all_ids, bank=negatives, satisfied=sat)
+        terms["keyword_product"] = pair_loss(qk, p, scale, all_ids, bank=negatives, satisfied=sat, hard=hard)
         terms["keyword_consistency"] = (1.0 - (q * qk.detach()).sum(-1)).mean()
         weights["keyword_product"] = weights["keyword_consistency"] = cfg.w_keyword
     if cfg.visual_task != "none" and "visual_pred" in out:

@@ -177,7 +177,8 @@ class MakeModel(nn.Module):
         """A training batch -> every embedding the losses need, plus the logit scale.
 
         With ``kq_ids`` (keyword-enhanced queries) the query tower also encodes that view (``query_kw``);
-        with ``mask_ratio > 0`` the masked-patch predictions of the visual task are added.
+        with ``mask_ratio > 0`` the masked-patch predictions of the visual task are added; with ``n_ids`` (judged
+        hard negatives' titles) their product vectors, title only, as ``neg_product``.
         """
         out = self.encode_query(batch["q_ids"], batch["q_mask"])
         if "kq_ids" in batch:
@@ -187,5 +188,9 @@ class MakeModel(nn.Module):
             out["visual_pred"], out["visual_target"] = self.masked_patches(
                 batch["image"], out["has_image"], out.pop("image_grid"), mask_ratio)
         out.pop("image_grid", None)
+        if "n_ids" in batch:
+            no_image = torch.zeros(batch["n_ids"].shape[0], dtype=torch.bool, device=batch["n_ids"].device)
+            neg = self.encode_product(batch["n_ids"], batch["n_mask"], batch["image"], no_image)
+            out["neg_product"] = neg["product"]
         out["logit_scale"] = self.logit_scale.exp().clamp(max=100.0)
         return out

@@ -72,11 +72,11 @@ def apply_lr(optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> f
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Trim padding and move the model inputs of a batch to ``device``."""
     out = dict(batch)
-    for ids, mask in (("q_ids", "q_mask"), ("t_ids", "t_mask"), ("kq_ids", "kq_mask")):
+    for ids, mask in (("q_ids", "q_mask"), ("t_ids", "t_mask"), ("kq_ids", "kq_mask"), ("n_ids", "n_mask")):
         if ids in out:
             out[ids], out[mask] = trim_padding(out[ids], out[mask])
-    keys = [k for k in (*BATCH_KEYS, "kq_ids", "kq_mask", "pid_hash", "q_hash", "q_terms", "p_terms")
-            if k in out]
+    keys = [k for k in (*BATCH_KEYS, "kq_ids", "kq_mask", "pid_hash", "q_hash", "q_terms", "p_terms", "n_ids",
+                        "n_mask", "n_hash", "has_neg") if k in out]
     return {k: out[k].to(device, non_blocking=True) for k in keys}
 
 
@@ -118,6 +118,17 @@ def row_ids(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack([batch["pid_hash"], q_hash], dim=1)
 
 
+def hard_negative_ids(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(B, 2) id hashes of each row's judged hard negative and its (B,) validity; None without them.
+
+    The second column is -3, which no query hash equals: the negative must stay a negative of every row
+    with its query's text (only an anchor whose own positive is that product masks it)."""
+    if "n_hash" not in batch:
+        return None
+    ids = torch.stack([batch["n_hash"], torch.full_like(batch["n_hash"], -3)], dim=1)
+    return ids, batch["has_neg"].float()
+
+
 def train_step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
                loss_cfg: LossConfig, bank: MemoryBank | None = None) -> dict[str, float]:
     """One optimisation step; returns every loss term, in-batch top-1 accuracy and temperature as floats.
@@ -134,7 +145,7 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torc
         out = model(batch, mask_ratio=mask_ratio)
     ids = row_ids(batch)
     query_terms = (batch["q_terms"], batch["p_terms"]) if "q_terms" in batch else None
-    terms = make_loss(out, ids, loss_cfg, bank, query_terms)
+    terms = make_loss(out, ids, loss_cfg, bank, query_terms, hard_negative_ids(batch))
     optimizer.zero_grad(set_to_none=True)
     terms.pop("objective").backward()
     optimizer.step()
@@ -147,6 +158,8 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torc
     metrics = {k: float(v.detach()) for k, v in terms.items()}
     metrics["inbatch_acc"] = float(acc.float().mean())
     metrics["temperature"] = float(1.0 / out["logit_scale"].detach())
+    if "has_neg" in batch:
+        metrics["hard_negative_rows"] = float(batch["has_neg"].float().mean())
     has = out["has_image"]
     metrics["image_weight"] = float(out["modal_weights"].detach()[:, 1][has].mean()) if bool(has.any()) else 0.0
     return metrics
