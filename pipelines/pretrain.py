@@ -15,7 +15,7 @@ import pyarrow as pa
 from pipelines.common import absolute, catalog_index, ray_session
 from vitrine import registry
 from vitrine.catalog.derive import derive_queries
-from vitrine.catalog.io import read_schema, read_table
+from vitrine.catalog.io import has_images, read_table
 from vitrine.catalog.keywords import mine_keywords
 from vitrine.catalog.schema import clean_judgments
 from vitrine.config import DataConfig, PretrainJob, flatten
@@ -58,7 +58,7 @@ def check_grouping(dc: DataConfig, columns: list[str]) -> None:
         raise ConfigError(f"data.group_window={dc.group_window}: use 1 (off) or more batches to regroup")
 
 
-def check_hard_negatives(job: PretrainJob, has_images: bool) -> None:
+def check_hard_negatives(job: PretrainJob, images: bool) -> None:
     """Refuse ``data.hard_negative_max_label`` where judged non-matches cannot be honest hard negatives."""
     dc, key = job.data, "data.hard_negative_max_label"
     value = dc.hard_negative_max_label
@@ -72,7 +72,7 @@ def check_hard_negatives(job: PretrainJob, has_images: bool) -> None:
     if value >= dc.min_label:
         raise ConfigError(f"{key}={value} must be below data.min_label={dc.min_label} (a pair above min_label is a "
                           "positive, so it cannot also be a negative); lower it, e.g. to 1.7 on a 1-3 scale")
-    if has_images and job.model.use_images:
+    if images and job.model.use_images:
         raise ConfigError(f"{key}={value}: hard negatives are encoded from their titles only and this catalog has "
                           "images, so the missing image would give them away; use model.use_images=false, or 0 (off)")
 
@@ -112,7 +112,7 @@ def _run(job: PretrainJob) -> dict[str, Any]:
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.data.catalog)
     check_grouping(job.data, catalog.column_names)
-    check_hard_negatives(job, "image" in read_schema(files[0]).names)
+    check_hard_negatives(job, has_images(files))
     queries, query_source = load_query_log(job, catalog)
     if queries.num_rows == 0:
         raise VitrineError(f"no usable (query, product) pairs in {job.data.queries or job.data.catalog}; "

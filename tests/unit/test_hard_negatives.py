@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.pretrain import check_hard_negatives
+from vitrine.catalog.io import has_images
 from vitrine.config import DataConfig, LossConfig, ModelConfig, PretrainJob
 from vitrine.errors import ConfigError
 from vitrine.features import Featurizer, PairBuilder, id_hash, judged_negatives
@@ -116,7 +117,7 @@ def test_make_loss_adds_them_to_the_product_terms_only():
     assert float(make_loss({**out, "neg_product": out["query"]}, ids, cfg)["loss"]) == float(plain["loss"])
 
 
-@pytest.mark.parametrize(("data", "model", "has_images", "message"), [
+@pytest.mark.parametrize(("data", "model", "images", "message"), [
     ({"hard_negative_max_label": -1.0, "queries": "q.parquet", "min_label": 2.3}, {}, False, "is negative"),
     ({"hard_negative_max_label": 1.7}, {}, False, r"needs a judged query log \(data.queries\)"),
     ({"hard_negative_max_label": 2.5, "queries": "q.parquet", "min_label": 2.3}, {}, False,
@@ -124,17 +125,17 @@ def test_make_loss_adds_them_to_the_product_terms_only():
     ({"hard_negative_max_label": 1.7, "queries": "q.parquet", "min_label": 2.3}, {}, True,
      r"model.use_images=false"),
 ])
-def test_bad_settings_are_refused_with_the_fix(data, model, has_images, message):
+def test_bad_settings_are_refused_with_the_fix(data, model, images, message):
     job = PretrainJob(data=DataConfig(**data), model=ModelConfig(**model))
     with pytest.raises(ConfigError, match=rf"data.hard_negative_max_label=.*{message}"):
-        check_hard_negatives(job, has_images)
+        check_hard_negatives(job, images)
 
 
 def test_good_settings_pass():
     data = DataConfig(hard_negative_max_label=1.7, queries="q.parquet", min_label=2.3)
-    check_hard_negatives(PretrainJob(data=data), has_images=False)
-    check_hard_negatives(PretrainJob(data=data, model=ModelConfig(use_images=False)), has_images=True)
-    check_hard_negatives(PretrainJob(), has_images=True)  # off
+    check_hard_negatives(PretrainJob(data=data), images=False)
+    check_hard_negatives(PretrainJob(data=data, model=ModelConfig(use_images=False)), images=True)
+    check_hard_negatives(PretrainJob(), images=True)  # off
 
 
 def test_empty_negatives_table_gives_no_negatives():
@@ -142,3 +143,19 @@ def test_empty_negatives_table_gives_no_negatives():
                       "label": pa.array([], pa.float64())})
     catalog = pa.table({"product_id": ["1"], "title": ["drill"]})
     assert judged_negatives(empty, catalog, 1.7) == {}
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_has_images_reads_null_counts_not_the_schema(tmp_path, statistics):
+    def write(name: str, images: list) -> Path:
+        table = pa.table({"product_id": [str(i) for i in range(len(images))], "title": ["t"] * len(images),
+                          "image": pa.array(images, pa.binary())})
+        pq.write_table(table, tmp_path / name, row_group_size=2, write_statistics=statistics)
+        return tmp_path / name
+
+    empty = write("empty.parquet", [None] * 5)  # the Home Depot import: an image column, all null
+    late = write("late.parquet", [None, None, None, None, b"\xff\xd8"])  # one image, in the last row group
+    no_column = tmp_path / "text.parquet"
+    pq.write_table(pa.table({"product_id": ["1"], "title": ["drill"]}), no_column)
+    assert not has_images([empty]) and not has_images([no_column])
+    assert has_images([empty, late]) and has_images([no_column, late])

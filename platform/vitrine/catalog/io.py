@@ -36,6 +36,28 @@ def read_schema(path: str | Path) -> pa.Schema:
         raise CatalogError(f"'{path}' is not a readable Parquet file: {exc}") from None
 
 
+def has_images(files: list[str] | list[Path]) -> bool:
+    """Whether any row of these catalog files holds image bytes (an all-null ``image`` column holds none).
+
+    Reads the Parquet null counts; a row group without them has just its image column read, and the first
+    image found ends the scan."""
+    for f in files:
+        pf = pq.ParquetFile(f)
+        if "image" not in pf.schema_arrow.names:
+            continue
+        for r in range(pf.metadata.num_row_groups):
+            group = pf.metadata.row_group(r)
+            col = next(group.column(c) for c in range(group.num_columns) if group.column(c).path_in_schema == "image")
+            stats = col.statistics
+            if stats is not None and stats.has_null_count:
+                nulls = stats.null_count
+            else:
+                nulls = pf.read_row_group(r, columns=["image"]).column(0).null_count
+            if nulls < group.num_rows:
+                return True
+    return False
+
+
 def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     """Read a Parquet file or directory into one table, with a clear error for unreadable files."""
     tables = []
