@@ -112,7 +112,8 @@ def _run(job: PretrainJob) -> dict[str, Any]:
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.data.catalog)
     check_grouping(job.data, catalog.column_names)
-    check_hard_negatives(job, has_images(files))
+    if job.data.hard_negative_max_label != 0:  # reads Parquet footers only when the switch is on
+        check_hard_negatives(job, has_images(files))
     queries, query_source = load_query_log(job, catalog)
     if queries.num_rows == 0:
         raise VitrineError(f"no usable (query, product) pairs in {job.data.queries or job.data.catalog}; "
