@@ -68,7 +68,7 @@ def catalog_index(path: str) -> tuple[pa.Table, ValidationReport, list[str]]:
     Image bytes are checked where they are decoded (Ray Data tasks) and counted there.
     """
     files = [str(f) for f in parquet_files(path)]
-    names = read_schema(files[0]).names
+    names = list(dict.fromkeys(n for f in files for n in read_schema(f).names))  # union: catalogs may differ
     table = read_table(path, columns=[n for n in names if n != "image"])
     clean, report = clean_catalog(table, source=path)
     if report.issues:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
+from pipelines.common import catalog_index
 from pipelines.pretrain import check_grouping
 from vitrine.catalog.derive import derive_queries
 from vitrine.config import DataConfig
@@ -14,6 +17,8 @@ from vitrine.errors import ConfigError
 from vitrine.features import Featurizer, PairBuilder, id_hash
 from vitrine.model.encoders import resolve_text_encoder
 from vitrine.train.loop import regroup
+
+REPO_SAMPLE = Path(__file__).resolve().parents[2] / "platform" / "vitrine" / "sample"
 
 
 def batches(groups: list[int], size: int) -> list[dict[str, torch.Tensor]]:
@@ -73,3 +78,16 @@ def test_bad_grouping_is_refused_with_the_fix(data, message):
     with pytest.raises(ConfigError, match=message):
         check_grouping(data, ["product_id", "title", "articleType", "gender"])
     check_grouping(DataConfig(group_column="articleType"), ["product_id", "title", "articleType"])
+
+
+def test_two_catalogs_offer_the_union_of_their_columns(tmp_path, sample_catalog):
+    """The both-catalog recipe: Home Depot (no attributes) first, Myntra second; articleType is still offered."""
+    home = pq.read_table(REPO_SAMPLE / "homedepot_products.parquet").slice(0, 30)
+    myntra = pq.read_table(sample_catalog).slice(0, 30)
+    pq.write_table(home, tmp_path / "home.parquet")
+    pq.write_table(myntra, tmp_path / "myntra.parquet")
+    table, report, files = catalog_index(f"{tmp_path / 'home.parquet'},{tmp_path / 'myntra.parquet'}")
+    assert "articleType" not in home.column_names and "articleType" in table.column_names
+    assert table.num_rows == report.rows_out == 60 and len(files) == 2
+    assert table.column("articleType").null_count == 30  # Home Depot's rows: no article type
+    check_grouping(DataConfig(group_column="articleType"), table.column_names)
