@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,8 +15,6 @@ from vitrine.errors import ConfigError
 from vitrine.features import Featurizer, PairBuilder, id_hash
 from vitrine.model.encoders import resolve_text_encoder
 from vitrine.train.loop import regroup
-
-REPO_SAMPLE = Path(__file__).resolve().parents[2] / "platform" / "vitrine" / "sample"
 
 
 def batches(groups: list[int], size: int) -> list[dict[str, torch.Tensor]]:
@@ -82,7 +78,7 @@ def test_bad_grouping_is_refused_with_the_fix(data, message):
 
 def test_two_catalogs_offer_the_union_of_their_columns(tmp_path, sample_catalog):
     """The both-catalog recipe: Home Depot (no attributes) first, Myntra second; articleType is still offered."""
-    home = pq.read_table(REPO_SAMPLE / "homedepot_products.parquet").slice(0, 30)
+    home = pq.read_table(sample_catalog.parent / "homedepot_products.parquet").slice(0, 30)
     myntra = pq.read_table(sample_catalog).slice(0, 30)
     pq.write_table(home, tmp_path / "home.parquet")
     pq.write_table(myntra, tmp_path / "myntra.parquet")
