@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from vitrine.catalog.io import parquet_files, read_schema, read_table
+from vitrine.catalog.io import catalog_columns, parquet_files, read_table
 from vitrine.catalog.schema import ValidationReport, clean_catalog
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def catalog_index(path: str) -> tuple[pa.Table, ValidationReport, list[str]]:
     Image bytes are checked where they are decoded (Ray Data tasks) and counted there.
     """
     files = [str(f) for f in parquet_files(path)]
-    names = list(dict.fromkeys(n for f in files for n in read_schema(f).names))  # union: catalogs may differ
+    names = catalog_columns(files)
     table = read_table(path, columns=[n for n in names if n != "image"])
     clean, report = clean_catalog(table, source=path)
     if report.issues:

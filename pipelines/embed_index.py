@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pipelines.common import absolute, catalog_index, ray_session
 from vitrine import registry
+from vitrine.catalog.io import catalog_columns
 from vitrine.config import IndexJob, flatten
 from vitrine.errors import VitrineError
 from vitrine.index.embed import ProductEmbedder
@@ -42,7 +43,8 @@ def embed_catalog(files: list[str], model_dir: Path, out_dir: Path, job: IndexJo
     shutil.rmtree(out_dir, ignore_errors=True)
     ray.data.DataContext.get_current().enable_progress_bars = True
     gpus = ray.cluster_resources().get("GPU", 0)
-    columns = [c for c in ("product_id", "title", "image") if c in pq.read_schema(files[0]).names]
+    present = catalog_columns(files)  # union: an image-less catalog listed first keeps the others' images
+    columns = [c for c in ("product_id", "title", "image") if c in present]
     ds = ray.data.read_parquet(files, num_cpus=job.data.cpus_per_data_task).select_columns(columns)
     ds = ds.map_batches(ProductEmbedder, fn_constructor_kwargs={"model_dir": str(model_dir)},
                         batch_format="numpy", batch_size=job.index.embed_batch_size,

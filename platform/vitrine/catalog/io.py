@@ -36,6 +36,11 @@ def read_schema(path: str | Path) -> pa.Schema:
         raise CatalogError(f"'{path}' is not a readable Parquet file: {exc}") from None
 
 
+def catalog_columns(files: list[str] | list[Path]) -> list[str]:
+    """The union of these Parquet files' column names, first-seen order (catalogs read together may differ)."""
+    return list(dict.fromkeys(n for f in files for n in read_schema(f).names))
+
+
 def has_images(files: list[str] | list[Path]) -> bool:
     """Whether any row of these catalog files holds image bytes (an all-null ``image`` column holds none).
 
