@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.common import absolute, catalog_index, ray_session
 from vitrine import registry
-from vitrine.catalog.derive import derive_queries
+from vitrine.catalog.derive import derive_queries, title_queries
 from vitrine.catalog.io import has_images, read_table
 from vitrine.catalog.keywords import mine_keywords
 from vitrine.catalog.schema import clean_judgments
@@ -38,6 +39,23 @@ def load_query_log(job: PretrainJob, catalog: pa.Table) -> tuple[pa.Table, str]:
             log.warning("query log: %s", report.summary())
         return queries, f"file:{job.data.queries}"
     return derive_queries(catalog, seed=job.train.seed), "derived from catalog attributes"
+
+
+def add_title_queries(job: PretrainJob, catalog: pa.Table, queries: pa.Table, source: str) -> tuple[pa.Table, str]:
+    """The log plus ``data.title_queries`` pseudo-queries per product cut from titles, labelled as its positives."""
+    rate = job.data.title_queries
+    if rate == 0:
+        return queries, source
+    if rate < 0:
+        raise ConfigError(f"data.title_queries={rate} is negative; use 0 (off) or pseudo-queries per product, "
+                          "e.g. 0.5")
+    top = pc.max(queries.column("label")).as_py() if queries.num_rows else None
+    label = float(top) if top is not None and top > job.data.min_label else job.data.min_label + 1.0
+    extra = title_queries(catalog, rate, label=label, seed=job.train.seed)
+    log.info("title pseudo-queries: %d added to %d logged pairs (label %.2f)", extra.num_rows, queries.num_rows,
+             label)
+    return pa.concat_tables([queries.select(["query", "product_id", "label"]), extra]), \
+        f"{source} + {extra.num_rows} title pseudo-queries"
 
 
 def term_columns(dc: DataConfig) -> tuple[str, ...]:
@@ -118,6 +136,8 @@ def _run(job: PretrainJob) -> dict[str, Any]:
     if queries.num_rows == 0:
         raise VitrineError(f"no usable (query, product) pairs in {job.data.queries or job.data.catalog}; "
                            "check the query log's product ids against the catalog")
+    logged = queries  # keywords and judged negatives come from the log alone
+    queries, query_source = add_title_queries(job, catalog, queries, query_source)
     run_name = f"pretrain-{time.strftime('%Y%m%d-%H%M%S')}"
     run_id = registry.start_run(exp_id, run_name, tags={"vitrine.job": "pretrain"})
     registry.log_params(run_id, flatten(job))
@@ -131,13 +151,13 @@ def _run(job: PretrainJob) -> dict[str, Any]:
     registry.log_lineage(run_id, snapshot, code)
     keywords = None
     if job.loss.keyword_enhancement:
-        keywords = mine_keywords(queries, catalog, k=job.loss.num_keywords, min_label=job.data.min_label)
+        keywords = mine_keywords(logged, catalog, k=job.loss.num_keywords, min_label=job.data.min_label)
         with_kw = sum(1 for v in keywords.values() if v)
         registry.log_params(run_id, {"data.products_with_keywords": with_kw})
         log.info("keyword enhancement: keywords mined for %d of %d products", with_kw, len(keywords))
     negatives = None
     if job.data.hard_negative_max_label > 0:
-        negatives = judged_negatives(queries, catalog, job.data.hard_negative_max_label)
+        negatives = judged_negatives(logged, catalog, job.data.hard_negative_max_label)
         pairs = sum(len(v) for v in negatives.values())
         registry.log_params(run_id, {"data.hard_negative_pairs": pairs, "data.hard_negative_queries": len(negatives)})
         log.info("hard negatives: %d judged non-matches for %d queries", pairs, len(negatives))

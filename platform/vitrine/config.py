@@ -37,6 +37,7 @@ class DataConfig:
     group_column: str = ""  # catalog column packed together into batches (hard in-batch negatives); "" = random
     group_window: int = 4  # batches pooled and re-cut by group_column (1 = off)
     term_columns: str = ""  # comma-separated catalog columns whose values count as product terms (mask_satisfied)
+    title_queries: float = 0.0  # pseudo-queries cut from titles per catalog product, beside the log (0 = off)
 
 
 @dataclass(frozen=True)
