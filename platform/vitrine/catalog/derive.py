@@ -1,4 +1,5 @@
-"""Derived query logs for catalogs without one (Myntra): short shopper-style queries built from attributes.
+"""Derived query logs for catalogs without one (Myntra): short shopper-style queries built from attributes;
+and title pseudo-queries (``title_queries``) that widen a small judged log (Home Depot).
 
 The queries are *derived*, not real shopper queries; every report that uses them says so. Each product gets
 several phrasings (colour + type, type + gender, usage + type, ...), mimicking how short, attribute-heavy
