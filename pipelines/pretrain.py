@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,8 @@ def add_title_queries(job: PretrainJob, catalog: pa.Table, queries: pa.Table, so
     rate = job.data.title_queries
     if rate == 0:
         return queries, source
-    if rate < 0:
-        raise ConfigError(f"data.title_queries={rate} is negative; use 0 (off) or pseudo-queries per product, "
+    if not (math.isfinite(rate) and rate >= 0):
+        raise ConfigError(f"data.title_queries={rate} is not a count; use 0 (off) or pseudo-queries per product, "
                           "e.g. 0.5")
     top = pc.max(queries.column("label")).as_py() if queries.num_rows else None
     label = float(top) if top is not None and top > job.data.min_label else job.data.min_label + 1.0

@@ -53,8 +53,9 @@ def test_title_queries_fractional_rate_and_determinism(catalog):
     assert 0.3 * catalog.num_rows < half.num_rows < 0.7 * catalog.num_rows
     assert half.equals(title_queries(catalog, rate=0.5, seed=3))
     assert title_queries(catalog, rate=0.0).num_rows == 0
-    with pytest.raises(ValueError, match="negative"):
-        title_queries(catalog, rate=-1)
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="not a count"):
+            title_queries(catalog, rate=bad)
 
 
 def test_add_title_queries_labels_them_as_positives_of_the_log(catalog):
@@ -68,6 +69,7 @@ def test_add_title_queries_labels_them_as_positives_of_the_log(catalog):
     assert source == f"file:q.parquet + {catalog.num_rows} title pseudo-queries"
     off = load_config(PretrainJob, None, [])
     assert add_title_queries(off, catalog, log, "file:q.parquet") == (log, "file:q.parquet")
-    bad = load_config(PretrainJob, None, ["--data.title_queries=-0.5"])
-    with pytest.raises(ConfigError, match="data.title_queries=-0.5"):
-        add_title_queries(bad, catalog, log, "file:q.parquet")
+    for value in ("-0.5", "nan"):
+        bad = load_config(PretrainJob, None, [f"--data.title_queries={value}"])
+        with pytest.raises(ConfigError, match=f"data.title_queries={value}"):
+            add_title_queries(bad, catalog, log, "file:q.parquet")

@@ -10,6 +10,7 @@ e-commerce queries are. Relevance of a derived query is attribute containment: a
 from __future__ import annotations
 
 import html
+import math
 import random
 
 import pyarrow as pa
@@ -96,8 +97,8 @@ def title_queries(catalog: pa.Table, rate: float, label: float = 1.0, seed: int 
     phrasings than the log's few thousand (Home Depot overfits its 7.6k train queries). Only titles are read:
     no judged query, so validation queries stay unseen. Rows carry ``label`` (a positive on the log's scale).
     """
-    if rate < 0:
-        raise ValueError(f"title query rate {rate} is negative; use 0 (off) or more")
+    if not (math.isfinite(rate) and rate >= 0):
+        raise ValueError(f"title query rate {rate} is not a count; use 0 (off) or more")
     rng = random.Random(seed)
     out_q: list[str] = []
     out_p: list[str] = []
