@@ -65,12 +65,19 @@ def probe(catalog: str, products: int, train_share: float, image_size: int, vari
     """Held-out accuracy of a logistic-regression probe per variant, with the majority-class accuracy."""
     for variant in variants:  # refuse a bad variant before decoding thousands of images
         features(torch.zeros(1, 2, 2, 3, dtype=torch.uint8), variant)
+    missing = {"image", "baseColour"} - set(pq.read_schema(catalog).names)
+    if missing:
+        raise ValueError(f"{catalog} has no {sorted(missing)} column: the probe needs a catalog with images and "
+                         "a baseColour attribute, e.g. data/myntra/catalog.parquet")
     table = pq.read_table(catalog, columns=["image", "baseColour"]).slice(0, products)
     decoded, has_image, _ = decode_batch(table.column("image").to_pylist(), image_size)
     colours = np.array([c or "" for c in table.column("baseColour").to_pylist()])
     keep = has_image & (colours != "")
     images, colours = torch.from_numpy(decoded[keep]), colours[keep]
     train = np.arange(len(colours)) < int(train_share * len(colours))
+    if train.sum() < 2 or (~train).sum() < 1 or len(np.unique(colours[train])) < 2:
+        raise ValueError(f"{len(colours)} of {table.num_rows} products have an image and a colour: too few to "
+                         "probe; raise --products")
     values, counts = np.unique(colours[~train], return_counts=True)
     out: dict = {"catalog": catalog, "image_size": image_size, "products": int(len(colours)),
                  "skipped_without_image_or_colour": int((~keep).sum()), "train": int(train.sum()),

@@ -56,3 +56,10 @@ def test_probe_separates_solid_colours_and_skips_rows_without_colour(tmp_path):
     assert out["majority_class"]["accuracy"] == pytest.approx(0.25)
     assert out["accuracy"]["rgb4"]["accuracy"] == 1.0
     assert out["accuracy"]["hsv6x2x2"]["accuracy"] == 1.0
+
+
+def test_probe_names_a_missing_colour_column(tmp_path):
+    path = tmp_path / "catalog.parquet"
+    pq.write_table(pa.table({"product_id": ["1"], "image": pa.array([b""], pa.binary())}), path)
+    with pytest.raises(ValueError, match=r"no \['baseColour'\] column"):
+        probe(str(path), products=100, train_share=0.75, image_size=16, variants=["rgb4"])
