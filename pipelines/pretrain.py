@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -47,12 +46,12 @@ def add_title_queries(job: PretrainJob, catalog: pa.Table, queries: pa.Table, so
     rate = job.data.title_queries
     if rate == 0:
         return queries, source
-    if not (math.isfinite(rate) and rate >= 0):
-        raise ConfigError(f"data.title_queries={rate} is not a count; use 0 (off) or pseudo-queries per product, "
-                          "e.g. 0.5")
     top = pc.max(queries.column("label")).as_py() if queries.num_rows else None
     label = float(top) if top is not None and top > job.data.min_label else job.data.min_label + 1.0
-    extra = title_queries(catalog, rate, label=label, seed=job.train.seed)
+    try:
+        extra = title_queries(catalog, rate, label=label, seed=job.train.seed)
+    except ValueError as e:  # a rate that is not a count
+        raise ConfigError(f"data.title_queries={rate}: {e}, e.g. 0.5 pseudo-queries per product") from None
     log.info("title pseudo-queries: %d added to %d logged pairs (label %.2f)", extra.num_rows, queries.num_rows,
              label)
     return pa.concat_tables([queries.select(["query", "product_id", "label"]), extra]), \

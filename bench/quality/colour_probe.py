@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from vitrine.catalog.images import decode_batch
-from vitrine.model.make import colour_histogram
+from vitrine.model.make import centre_weight, colour_histogram
 
 DEFAULT_VARIANTS = ("rgb4", "rgb6", "rgb8", "hsv12x3x3", "hsv18x4x4", "rgb4+hsv12x3x3")
 
@@ -40,9 +40,7 @@ def hsv_histogram(images: torch.Tensor, hue: int, sat: int, val: int) -> torch.T
     vi = (mx.clamp(0, 0.9999) * val).long()
     idx = (hi * sat + si) * val + vi  # (B, S, S)
     n, side = images.shape[0], images.shape[1]
-    axis = torch.linspace(-1.0, 1.0, side)
-    weight = torch.exp(-(axis.view(-1, 1) ** 2 + axis.view(1, -1) ** 2) / (2 * 0.5 ** 2))
-    weight = (weight / weight.sum()).expand(n, side, side)
+    weight = centre_weight(side).expand(n, side, side)
     hist = torch.zeros(n, hue * sat * val)
     hist.scatter_add_(1, idx.reshape(n, -1), weight.reshape(n, -1))
     return hist.sqrt() * (hue * sat * val) ** 0.5

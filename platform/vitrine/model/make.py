@@ -34,6 +34,13 @@ from vitrine.model.encoders import (
 )
 
 
+def centre_weight(side: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(side, side) Gaussian pixel weights summing to 1, sigma a quarter of the side: the product sits mid-frame."""
+    axis = torch.linspace(-1.0, 1.0, side, device=device)
+    weight = torch.exp(-(axis.view(-1, 1) ** 2 + axis.view(1, -1) ** 2) / (2 * 0.5 ** 2))
+    return weight / weight.sum()
+
+
 def colour_histogram(images: torch.Tensor, bins: int) -> torch.Tensor:
     """(B, S, S, 3) uint8 -> (B, bins**3) square-rooted RGB histogram, pixels weighted towards the centre.
 
@@ -47,9 +54,7 @@ def colour_histogram(images: torch.Tensor, bins: int) -> torch.Tensor:
     b, s = images.shape[0], images.shape[1]
     q = (images.long() * bins) // 256  # (B, S, S, 3) bin per channel
     idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]  # (B, S, S)
-    axis = torch.linspace(-1.0, 1.0, s, device=images.device)
-    weight = torch.exp(-(axis.view(-1, 1) ** 2 + axis.view(1, -1) ** 2) / (2 * 0.5 ** 2))  # (S, S)
-    weight = (weight / weight.sum()).expand(b, s, s)
+    weight = centre_weight(s, images.device).expand(b, s, s)
     hist = torch.zeros(b, bins ** 3, device=images.device)
     hist.scatter_add_(1, idx.reshape(b, -1), weight.reshape(b, -1))
     return hist.sqrt() * bins ** 1.5
