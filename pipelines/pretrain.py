@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from vitrine.errors import ConfigError, VitrineError
 from vitrine.features import Featurizer, PairBuilder, judged_negatives
 from vitrine.lineage import code_version, data_snapshot
 from vitrine.model.encoders import resolve_text_encoder
+from vitrine.train import ingest
 from vitrine.train.loop import check_schedule
 from vitrine.train.ray_train import run_trainer
 
@@ -95,6 +97,13 @@ def check_hard_negatives(job: PretrainJob, images: bool) -> None:
                           "images, so the missing image would give them away; use model.use_images=false, or 0 (off)")
 
 
+def check_ingest(dc: DataConfig) -> None:
+    """Refuse a Ray Data idle back-off that is not a sleep between 0 and 1000 ms."""
+    if not (math.isfinite(dc.idle_backoff_ms) and 0 <= dc.idle_backoff_ms <= 1000):
+        raise ConfigError(f"data.idle_backoff_ms={dc.idle_backoff_ms} is not a sleep in ms; use 0 (off) to 1000, "
+                          "e.g. 20")
+
+
 def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
                   keywords: dict[str, list[str]] | None = None,
                   negatives: dict[str, list[tuple[str, str]]] | None = None) -> Any:
@@ -102,6 +111,7 @@ def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
     import ray.data
 
     dc = job.data
+    ingest.install(ray.data.DataContext.get_current(), dc.idle_backoff_ms)  # copied into the dataset below
     terms = term_columns(dc) if job.loss.mask_satisfied else None  # read only when the mask uses them
     extra = [dc.group_column] if dc.group_column else []
     extra += [c for c in terms or () if c not in extra]
@@ -126,6 +136,7 @@ def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
 def _run(job: PretrainJob) -> dict[str, Any]:
     """Train, log to MLflow, register the model and point ``tracking.alias`` at it."""
     check_schedule(job.train)  # before anything is created in the workdir
+    check_ingest(job.data)
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.data.catalog)
