@@ -98,7 +98,7 @@ def check_hard_negatives(job: PretrainJob, images: bool) -> None:
 
 
 def check_ingest(dc: DataConfig) -> None:
-    """Refuse a Ray Data idle back-off that is not a sleep between 0 and 1000 ms."""
+    """Refuse a Ray Data idle back-off that is not a period between 0 and 1000 ms."""
     if not (math.isfinite(dc.idle_backoff_ms) and 0 <= dc.idle_backoff_ms <= 1000):
         raise ConfigError(f"data.idle_backoff_ms={dc.idle_backoff_ms} is not a sleep in ms; use 0 (off) to 1000, "
                           "e.g. 20")

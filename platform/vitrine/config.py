@@ -38,7 +38,7 @@ class DataConfig:
     group_window: int = 4  # batches pooled and re-cut by group_column (1 = off)
     term_columns: str = ""  # comma-separated catalog columns whose values count as product terms (mask_satisfied)
     title_queries: float = 0.0  # pseudo-queries cut from titles per catalog product, beside the log (0 = off)
-    idle_backoff_ms: float = 20.0  # Ray Data loop sleep while no data task runs (vitrine.train.ingest; 0 = off)
+    idle_backoff_ms: float = 20.0  # least ms between Ray Data loop steps (vitrine.train.ingest; 0 = Ray's own loop)
 
 
 @dataclass(frozen=True)
