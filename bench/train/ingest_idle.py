@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --idle-ms values, --warmup and --work-ms must be >= 0, --seconds > 0 and --side >= 1",
               file=sys.stderr)
         return 2
-    rows = [run_setting(ms, args.seconds, args.warmup, args.work_ms, args.side) for ms in settings]
+    try:
+        rows = [run_setting(ms, args.seconds, args.warmup, args.work_ms, args.side) for ms in settings]
+    except (RuntimeError, OSError) as e:  # no coordinator found, or no /proc (Linux only)
+        print(f"error: {e}; run it on Linux, with a --warmup long enough for the split to start", file=sys.stderr)
+        return 2
     base = next((r for r in rows if r["idle_backoff_ms"] == 0), None)
     for r in rows:
         if base and r is not base and base["consumer_batches_per_s"]:
