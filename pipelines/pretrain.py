@@ -111,12 +111,12 @@ def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
     import ray.data
 
     dc = job.data
-    ingest.install(ray.data.DataContext.get_current(), dc.idle_backoff_ms)  # copied into the dataset below
     terms = term_columns(dc) if job.loss.mask_satisfied else None  # read only when the mask uses them
     extra = [dc.group_column] if dc.group_column else []
     extra += [c for c in terms or () if c not in extra]
     columns = ["product_id", "title", "image"] + extra
-    ds = ray.data.read_parquet(files, shuffle="files", num_cpus=dc.cpus_per_data_task).select_columns(columns)
+    with ingest.installed(ray.data.DataContext.get_current(), dc.idle_backoff_ms):  # the dataset copies it
+        ds = ray.data.read_parquet(files, shuffle="files", num_cpus=dc.cpus_per_data_task).select_columns(columns)
     ds = ds.map_batches(PairBuilder, fn_constructor_kwargs={"queries": queries, "min_label": dc.min_label,
                                                           "keywords": keywords, "group_column": dc.group_column,
                                                           "term_columns": terms, "negatives": negatives},

@@ -36,6 +36,9 @@ def test_build_dataset_carries_the_backoff_in_the_context_it_ships(local_ray, sa
         ds = build_dataset(job, [str(sample_catalog)], queries)
         assert (ingest.IdleBackoff in ds.context.execution_callback_classes) is on
         assert ds.context.get_config(ingest.CONFIG_KEY) == pytest.approx(ms / 1000)
+        current = local_ray.data.DataContext.get_current()  # the process's own context is left as it was
+        assert ingest.IdleBackoff not in current.custom_execution_callback_classes
+        assert current.get_config(ingest.CONFIG_KEY) is None
 
 
 def test_bad_backoff_values_are_refused_with_the_fix():
@@ -60,7 +63,7 @@ def test_a_slow_consumer_gets_the_backoff_and_every_row_once(local_ray):
         seen.extend(batch["id"].tolist())
         time.sleep(0.05)  # a slow step: the pipeline fills its budget and waits
     assert sorted(seen) == list(range(2000))
-    assert ingest.IdleBackoff.sleeps > before  # the real executor found its topology idle and backed off
+    assert ingest.IdleBackoff.sleeps > before  # the real executor's steps came back early and backed off
 
     shards = ds.streaming_split(2, equal=True)
 

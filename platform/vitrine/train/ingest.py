@@ -18,6 +18,8 @@ training step. ``data.idle_backoff_ms`` sets it (0 = Ray's own loop, for the abl
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ray.data._internal.execution.execution_callback import ExecutionCallback
@@ -51,3 +53,19 @@ def install(context: Any, idle_ms: float) -> None:
     classes = [c for c in context.custom_execution_callback_classes if c is not IdleBackoff]
     context.custom_execution_callback_classes = classes + ([IdleBackoff] if idle_ms > 0 else [])
     context.set_config(CONFIG_KEY, idle_ms / 1000)
+
+
+@contextmanager
+def installed(context: Any, idle_ms: float) -> Iterator[None]:
+    """The back-off on ``context`` while a dataset is built (a dataset deep-copies the context it starts from),
+    then the context as it was, so later datasets of the same process keep Ray's own loop."""
+    classes, period = list(context.custom_execution_callback_classes), context.get_config(CONFIG_KEY)
+    install(context, idle_ms)
+    try:
+        yield
+    finally:
+        context.custom_execution_callback_classes = classes
+        if period is None:
+            context.remove_config(CONFIG_KEY)
+        else:
+            context.set_config(CONFIG_KEY, period)
