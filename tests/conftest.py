@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,3 +32,12 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "myntra").is_dir():
         pytest.skip(f"full datasets not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def sample_jpegs(sample_catalog: Path) -> dict[str, bytes]:
+    """Real JPEG bytes of the first two products of the bundled Myntra sample, keyed by product id."""
+    rows = pq.read_table(sample_catalog, columns=["product_id", "image"]).slice(0, 2).to_pylist()
+    out = {r["product_id"]: r["image"] for r in rows}
+    assert all(b.startswith(b"\xff\xd8\xff") for b in out.values())
+    return out
