@@ -26,6 +26,7 @@ from vitrine.features import Featurizer, PairBuilder, judged_negatives
 from vitrine.lineage import code_version, data_snapshot
 from vitrine.model.encoders import resolve_text_encoder
 from vitrine.train import ingest
+from vitrine.train.averaging import check_decay
 from vitrine.train.loop import check_schedule
 from vitrine.train.ray_train import run_trainer
 
@@ -136,6 +137,7 @@ def build_dataset(job: PretrainJob, files: list[str], queries: pa.Table,
 def _run(job: PretrainJob) -> dict[str, Any]:
     """Train, log to MLflow, register the model and point ``tracking.alias`` at it."""
     check_schedule(job.train)  # before anything is created in the workdir
+    check_decay(job.train.ema_decay)
     check_ingest(job.data)
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)

@@ -67,6 +67,7 @@ class TrainConfig:
     head_lr: float = 1e-3  # projection heads, gate and temperature
     lr_schedule: str = "constant"  # "constant" | "linear" | "cosine": decay of both groups' rates to 0 at max_steps
     warmup_steps: int = 0  # linear warm-up from 0 over this many steps (any schedule)
+    ema_decay: float = 0.0  # > 0: the saved model is a moving average of the weights (vitrine.train.averaging)
     weight_decay: float = 0.01
     temperature: float = 0.05  # initial value of the learnable softmax temperature
     learn_temperature: bool = True

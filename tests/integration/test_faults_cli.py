@@ -1,5 +1,5 @@
-"""Bad catalog files through the real ``vitrine`` command: one clear error line naming the file, the column
-and the fix, exit status 2, and no Python traceback."""
+"""Bad catalog files and bad settings through the real ``vitrine`` command: one clear error line naming the
+file and column or the setting, and the fix; exit status 2, and no Python traceback."""
 
 from __future__ import annotations
 
@@ -41,3 +41,19 @@ def test_bad_catalog_file_is_one_clear_line(tmp_path, command, case, message):
     assert "Traceback" not in done.stderr
     line = next((ln for ln in done.stderr.splitlines() if ln.startswith(f"vitrine {command}: error: ")), "")
     assert message.format(path=path) in line, done.stderr
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("--train.ema_decay=1", "train.ema_decay=1.0 must be >= 0 and below 1; use 0"),
+    ("--train.lr_schedule=step", "train.lr_schedule='step' is not a schedule; use one of"),
+])
+def test_bad_training_setting_is_one_clear_line_before_any_work(tmp_path, flag, message):
+    work = tmp_path / "w"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    done = subprocess.run([str(VITRINE), "pretrain", f"--workdir={work}", flag],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    line = next((ln for ln in done.stderr.splitlines() if ln.startswith("vitrine pretrain: error: ")), "")
+    assert message in line, done.stderr
+    assert not work.exists()  # refused before the workdir (MLflow database, Ray Train storage) was created

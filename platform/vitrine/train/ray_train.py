@@ -6,6 +6,8 @@ restarts the group (``FailureConfig``) and every worker resumes from the last ch
 optimizer moments and memory bank continue, and the interrupted epoch only runs the batches it had left, so
 epoch boundaries fall on the same steps as in an uninterrupted run. The steps after the last checkpoint are
 redone (at most ``checkpoint_every``); the resumed epoch's remaining batches come from a fresh shuffle.
+With ``train.ema_decay`` > 0 rank 0 also keeps a moving average of the weights (``vitrine.train.averaging``):
+a checkpoint's ``model/`` is then the average (what gets registered) and ``trained_model/`` the last weights.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import torch
 from vitrine import registry
 from vitrine.config import PretrainJob, from_dict, to_dict
 from vitrine.faults import crash_point
+from vitrine.train.averaging import WeightAverage
 from vitrine.train.loop import apply_lr, build_optimizer, load_state, regroup, save_state, to_device, train_step
 
 log = logging.getLogger(__name__)
+TRAINED = "trained_model"  # with train.ema_decay: the last weights beside the averaged model/ of a checkpoint
 
 
 def _resolve_use_gpu(value: str) -> bool:
@@ -74,15 +78,29 @@ def _wait_reports_collected(timeout_s: float = 120.0) -> None:
     time.sleep(interval)  # the other ranks' reports are collected in the same poll round
 
 
+def _save_models(model: Any, job: PretrainJob, out: Path, step: int, average: WeightAverage | None) -> None:
+    """Write the checkpoint's model dir(s): ``model/`` is what gets registered (the average when
+    ``train.ema_decay`` > 0); with averaging, ``trained_model/`` keeps the last weights, which a resume continues."""
+    from vitrine.model.store import save_model_dir
+
+    if average is None:
+        save_model_dir(model, job.data, out / "model", extra={"train_step": step})
+        return
+    save_model_dir(model, job.data, out / TRAINED, extra={"train_step": step, "weights": "last"})
+    with average.applied():
+        save_model_dir(model, job.data, out / "model",
+                       extra={"train_step": step, "weights": "moving average", "ema_decay": job.train.ema_decay})
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: build, maybe resume, train for ``max_steps``, checkpoint, report."""
     import ray.train
     import ray.train.torch
-    from safetensors.torch import load_model
+    from safetensors.torch import load_file, load_model
 
     from vitrine.losses import MemoryBank
     from vitrine.model.make import MakeModel
-    from vitrine.model.store import WEIGHTS, save_model_dir
+    from vitrine.model.store import WEIGHTS
 
     job = from_dict(PretrainJob, config["job"])
     tc = job.train
@@ -96,10 +114,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = build_optimizer(model, tc)
     step, epoch, epoch_step, resumed_from = 0, 0, 0, 0
     state: dict[str, Any] = {}
+    averaged: dict[str, torch.Tensor] | None = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            load_model(model, str(Path(d) / "model" / WEIGHTS))
+            trained = Path(d) / TRAINED if (Path(d) / TRAINED).is_dir() else Path(d) / "model"
+            load_model(model, str(trained / WEIGHTS))
+            averaged = load_file(str(Path(d) / "model" / WEIGHTS)) if trained.name == TRAINED else None
             state = load_state(Path(d))
             optimizer.load_state_dict(state["optimizer"])
             step, epoch = int(state["step"]), int(state["epoch"])
@@ -112,6 +133,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    average = None
+    if tc.ema_decay and rank == 0:  # only rank 0 saves checkpoints, so only it keeps the average
+        average = WeightAverage(model, tc.ema_decay, updates=step)
+        if averaged is not None:
+            average.load(averaged)
     bank = MemoryBank(job.loss.memory_bank, job.model.embed_dim).to(device) if job.loss.memory_bank else None
     _restore_bank(bank, state)
     shard = ray.train.get_dataset_shard("train")
@@ -136,6 +162,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             lr_scale = apply_lr(optimizer, step, tc)
             metrics = train_step(ddp, to_device(batch, device), optimizer, job.loss, bank)
             metrics["lr_factor"] = lr_scale
+            if average is not None:
+                metrics["ema_decay"] = average.update()
             step += 1
             epoch_step = batches
             crash_point("train_step", step, before_kill=_wait_reports_collected)
@@ -146,7 +174,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if step % tc.checkpoint_every == 0 or last:
                 with tempfile.TemporaryDirectory() as tmp:
                     if rank == 0:
-                        save_model_dir(model, job.data, Path(tmp) / "model", extra={"train_step": step})
+                        _save_models(model, job, Path(tmp), step, average)
                         save_state(Path(tmp), optimizer, step, epoch,
                                    extra={"epoch_step": epoch_step, **_bank_state(bank)})
                         ckpt = ray.train.Checkpoint.from_directory(tmp)
