@@ -120,7 +120,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             trained = Path(d) / TRAINED if (Path(d) / TRAINED).is_dir() else Path(d) / "model"
             load_model(model, str(trained / WEIGHTS))
-            averaged = load_file(str(Path(d) / "model" / WEIGHTS)) if trained.name == TRAINED else None
+            if trained.name == TRAINED and tc.ema_decay and rank == 0:  # the average, kept by rank 0 only
+                averaged = load_file(str(Path(d) / "model" / WEIGHTS))
             state = load_state(Path(d))
             optimizer.load_state_dict(state["optimizer"])
             step, epoch = int(state["step"]), int(state["epoch"])
