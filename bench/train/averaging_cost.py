@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,12 +21,10 @@ from pathlib import Path
 import torch
 
 from bench.train.machine import load_average, machine, write_result
-from bench.train.throughput import real_batch
+from bench.train.throughput import plain_setup, real_batch
 from vitrine.config import PretrainJob, load_config
-from vitrine.losses import MemoryBank
-from vitrine.model.make import MakeModel
 from vitrine.train.averaging import WeightAverage
-from vitrine.train.loop import build_optimizer, train_step
+from vitrine.train.loop import train_step
 
 REPO = Path(__file__).resolve().parents[2]
 log = logging.getLogger("bench.train")
@@ -45,11 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if job.train.torch_threads:
         torch.set_num_threads(job.train.torch_threads)
     batch = real_batch(job, job.train.batch_size)
-    torch.manual_seed(job.train.seed)
-    model = MakeModel(job.model)
-    model.set_temperature(job.train.temperature, job.train.learn_temperature)
-    optimizer = build_optimizer(model, job.train)
-    bank = MemoryBank(job.loss.memory_bank, job.model.embed_dim) if job.loss.memory_bank else None
+    model, optimizer, bank = plain_setup(job)
     train_step(model, batch, optimizer, job.loss, bank)
     average = WeightAverage(model, args.decay)
     step_s, update_s = [], []
@@ -66,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "weight averaging: one update of the moving average vs one training step (plain loop)",
         "command": " ".join(["python -m bench.train.averaging_cost", *(argv if argv is not None else sys.argv[1:])]),
-        "device": machine(), "config": str(Path(args.config).resolve().relative_to(REPO)),
+        "device": machine(), "config": os.path.relpath(args.config, REPO),
         "torch_threads": torch.get_num_threads(), "batch": job.train.batch_size, "steps": args.steps,
         "tensors_averaged": len(average.shadow), "values_averaged": averaged,
         "train_step_ms": round(step_ms, 1), "average_update_ms": round(update_ms, 2),

@@ -66,13 +66,19 @@ def real_batch(job: PretrainJob, size: int) -> dict[str, torch.Tensor]:
     return to_device({k: torch.as_tensor(feats[k]) for k in KEYS if k in feats}, torch.device("cpu"))
 
 
-def plain_loop(job: PretrainJob, batch: dict[str, torch.Tensor], steps: int, warmup: int) -> dict[str, Any]:
-    """Train ``warmup + steps`` steps in this process on the same in-memory batch; time the last ``steps``."""
+def plain_setup(job: PretrainJob) -> tuple[MakeModel, torch.optim.Optimizer, MemoryBank | None]:
+    """The job's model, optimizer and memory bank (if any), built in this process as a training worker does."""
     torch.manual_seed(job.train.seed)
     model = MakeModel(job.model)
     model.set_temperature(job.train.temperature, job.train.learn_temperature)
     optimizer = build_optimizer(model, job.train)
     bank = MemoryBank(job.loss.memory_bank, job.model.embed_dim) if job.loss.memory_bank else None
+    return model, optimizer, bank
+
+
+def plain_loop(job: PretrainJob, batch: dict[str, torch.Tensor], steps: int, warmup: int) -> dict[str, Any]:
+    """Train ``warmup + steps`` steps in this process on the same in-memory batch; time the last ``steps``."""
+    model, optimizer, bank = plain_setup(job)
     for _ in range(warmup):
         train_step(model, batch, optimizer, job.loss, bank)
     t0 = time.perf_counter()
