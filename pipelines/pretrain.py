@@ -25,6 +25,7 @@ from vitrine.errors import ConfigError, VitrineError
 from vitrine.features import Featurizer, PairBuilder, judged_negatives
 from vitrine.lineage import code_version, data_snapshot
 from vitrine.model.encoders import resolve_text_encoder
+from vitrine.model.make import check_model_config
 from vitrine.train import ingest
 from vitrine.train.averaging import check_decay
 from vitrine.train.loop import check_schedule
@@ -139,6 +140,7 @@ def _run(job: PretrainJob) -> dict[str, Any]:
     check_schedule(job.train)  # before anything is created in the workdir
     check_decay(job.train.ema_decay)
     check_ingest(job.data)
+    check_model_config(job.model)
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.data.catalog)

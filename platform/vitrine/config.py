@@ -53,6 +53,8 @@ class ModelConfig:
     modal_init_image_weight: float = 0.12  # the gate's image weight before training (title-led; 0.5 = balanced)
     freeze_image_layers: int = 14  # MobileNetV2 feature blocks kept frozen (0 = train all, 19 = all frozen)
     freeze_text_embeddings: bool = False  # keep the text encoders' token embeddings at their pretrained values
+    freeze_text_layers: int = 0  # lowest transformer layers of both text towers kept pretrained (> 0 freezes the
+    # token embeddings too, so backward stops there: a cheaper CPU step; 0 = train all)
     use_images: bool = True  # False = text-only product tower (every product treated as having no image)
     colour_bins: int = 0  # > 0: a centre-weighted RGB histogram (bins per channel) joins the image features
 

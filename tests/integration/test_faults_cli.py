@@ -46,6 +46,8 @@ def test_bad_catalog_file_is_one_clear_line(tmp_path, command, case, message):
 @pytest.mark.parametrize(("flag", "message"), [
     ("--train.ema_decay=1", "train.ema_decay=1.0 must be >= 0 and below 1; use 0"),
     ("--train.lr_schedule=step", "train.lr_schedule='step' is not a schedule; use one of"),
+    ("--model.freeze_text_layers=9", "model.freeze_text_layers=9: the text encoder has 6 transformer layers"),
+    ("--model.colour_bins=20", "model.colour_bins=20: use 0 (off) or 1-16"),
 ])
 def test_bad_training_setting_is_one_clear_line_before_any_work(tmp_path, flag, message):
     work = tmp_path / "w"

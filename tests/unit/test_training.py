@@ -12,6 +12,7 @@ import torch
 from vitrine.catalog.derive import derive_queries
 from vitrine.catalog.keywords import mine_keywords
 from vitrine.config import LossConfig, ModelConfig, TrainConfig
+from vitrine.errors import ConfigError
 from vitrine.features import Featurizer, PairBuilder
 from vitrine.losses import MemoryBank, make_loss
 from vitrine.model.encoders import resolve_text_encoder
@@ -82,6 +83,26 @@ def test_frozen_text_embeddings_stay_put_while_the_rest_trains(small_batch):
     assert torch.equal(model.query_encoder.backbone.embeddings.word_embeddings.weight,
                        MakeModel(ModelConfig()).query_encoder.backbone.embeddings.word_embeddings.weight)
     assert not torch.equal(layer, layer_before)  # the transformer layers above still learn
+
+
+def test_frozen_text_layers_stay_put_while_the_layers_above_train(small_batch):
+    torch.manual_seed(0)
+    model = MakeModel(ModelConfig(freeze_text_layers=3))
+    layers = model.title_encoder.backbone.encoder.layer
+    low, high = layers[2].attention.self.query.weight, layers[3].attention.self.query.weight
+    low_before, high_before = low.detach().clone(), high.detach().clone()
+    emb = model.query_encoder.backbone.embeddings.word_embeddings.weight
+    assert not emb.requires_grad  # frozen layers imply frozen embeddings, so backward stops at layer 3
+    opt = build_optimizer(model, TrainConfig(lr=1e-4))
+    train_step(model, small_batch, opt, LossConfig())
+    assert torch.equal(low, low_before)
+    assert not torch.equal(high, high_before)
+    assert low.grad is None
+
+
+def test_freezing_more_text_layers_than_exist_names_the_limit():
+    with pytest.raises(ConfigError, match=r"freeze_text_layers=7.*0-6"):
+        MakeModel(ModelConfig(freeze_text_layers=7))
 
 
 def test_fifty_steps_learn_from_chance(shared_data):

@@ -56,6 +56,13 @@ def resolve_image_weights(name: str) -> Path:
     return path
 
 
+def check_freeze_layers(n: int, total: int) -> None:
+    """Refuse a ``model.freeze_text_layers`` outside 0..``total`` (the text encoder's transformer layers)."""
+    if n < 0 or n > total:
+        raise ConfigError(f"model.freeze_text_layers={n}: the text encoder has {total} transformer layers "
+                          f"(BERT-family 'encoder.layer'); use 0-{total}")
+
+
 class TextEncoder(nn.Module):
     """A Hugging Face transformer with attention-masked mean pooling (how MiniLM was trained)."""
 
@@ -86,6 +93,21 @@ class TextEncoder(nn.Module):
         if embeddings is None:
             embeddings = self.backbone.get_input_embeddings()
         embeddings.requires_grad_(False)
+
+    def freeze_layers(self, n: int) -> None:
+        """Keep the lowest ``n`` transformer layers at their pretrained values (and the embeddings below them).
+
+        Why: with the embeddings frozen too, backward stops at layer ``n``, so a step skips those layers'
+        backward pass, their AdamW update and their share of DDP's all-reduce; the forward pass is unchanged.
+        Lower layers carry general token features that derived product queries rarely need changed.
+        """
+        layers = getattr(getattr(self.backbone, "encoder", None), "layer", None)
+        check_freeze_layers(n, len(layers) if layers is not None else 0)
+        if n == 0:
+            return
+        self.freeze_embeddings()
+        for layer in list(layers)[:n]:
+            layer.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids -> (B, H) mean-pooled features."""

@@ -18,6 +18,7 @@ Models return dicts; losses consume them (see ``vitrine.losses``).
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import torch
@@ -29,6 +30,7 @@ from vitrine.errors import ConfigError
 from vitrine.model.encoders import (
     ImageEncoder,
     TextEncoder,
+    check_freeze_layers,
     resolve_image_weights,
     resolve_text_encoder,
 )
@@ -60,6 +62,34 @@ def colour_histogram(images: torch.Tensor, bins: int) -> torch.Tensor:
     return hist.sqrt() * bins ** 1.5
 
 
+def check_colour_bins(bins: int) -> None:
+    """Refuse a ``model.colour_bins`` outside 0-16."""
+    if bins < 0 or bins > 16:
+        raise ConfigError(f"model.colour_bins={bins}: use 0 (off) or 1-16 bins per RGB channel (4 = 64 colours)")
+
+
+def check_init_image_weight(weight: float) -> None:
+    """Refuse a ``model.modal_init_image_weight`` outside (0, 1)."""
+    if not 0.0 < weight < 1.0:
+        raise ConfigError(f"model.modal_init_image_weight={weight}: use a value strictly between "
+                          "0 and 1 (0.12 = title-led, 0.5 = balanced)")
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Refuse bad model settings in the driver, before Ray starts workers that would each fail on them.
+
+    Reads only the text checkpoint's ``config.json`` (for its layer count); no weights are loaded.
+    """
+    check_colour_bins(cfg.colour_bins)
+    check_init_image_weight(cfg.modal_init_image_weight)
+    text_dir = resolve_text_encoder(cfg.text_encoder)
+    resolve_image_weights(cfg.image_encoder)
+    if cfg.freeze_text_layers:
+        layers = json.loads((text_dir / "config.json").read_text()).get("num_hidden_layers")
+        if isinstance(layers, int):  # other architectures are checked when the model is built
+            check_freeze_layers(cfg.freeze_text_layers, layers)
+
+
 class ModalAdaptation(nn.Module):
     """Per-product convex weights over (title, image) from the product's own projected features.
 
@@ -71,9 +101,7 @@ class ModalAdaptation(nn.Module):
 
     def __init__(self, dim: int, enabled: bool = True, init_image_weight: float = 0.12) -> None:
         super().__init__()
-        if not 0.0 < init_image_weight < 1.0:
-            raise ConfigError(f"model.modal_init_image_weight={init_image_weight}: use a value strictly between "
-                              "0 and 1 (0.12 = title-led, 0.5 = balanced)")
+        check_init_image_weight(init_image_weight)
         self.enabled = enabled
         self.gate = nn.Sequential(nn.Linear(2 * dim, dim // 4), nn.GELU(), nn.Linear(dim // 4, 2))
         nn.init.zeros_(self.gate[2].weight)
@@ -107,6 +135,8 @@ class MakeModel(nn.Module):
         if cfg.freeze_text_embeddings:
             self.query_encoder.freeze_embeddings()
             self.title_encoder.freeze_embeddings()
+        self.query_encoder.freeze_layers(cfg.freeze_text_layers)
+        self.title_encoder.freeze_layers(cfg.freeze_text_layers)
         kind = "mobilenet_v2" if cfg.image_encoder == "mobilenet_v2" else "hf"
         image_src = resolve_image_weights(cfg.image_encoder) if pretrained else None
         self.image_encoder = ImageEncoder(kind, cfg.freeze_image_layers, source=image_src,
@@ -116,9 +146,7 @@ class MakeModel(nn.Module):
         nn.init.orthogonal_(self.query_proj.weight)
         nn.init.zeros_(self.query_proj.bias)
         self.title_proj = copy.deepcopy(self.query_proj)
-        if cfg.colour_bins < 0 or cfg.colour_bins > 16:
-            raise ConfigError(f"model.colour_bins={cfg.colour_bins}: use 0 (off) or 1-16 bins per RGB channel "
-                              "(4 = 64 colours)")
+        check_colour_bins(cfg.colour_bins)
         self.image_proj = nn.Linear(self.image_encoder.dim + cfg.colour_bins ** 3, d)
         self.modal = ModalAdaptation(d, enabled=cfg.modal_adaptation, init_image_weight=cfg.modal_init_image_weight)
         f = self.image_encoder.dim
