@@ -47,6 +47,33 @@ def start(model_uri: str, workdir: str, serve_cfg: ServeConfig, tracking: Tracki
     return url
 
 
+def direct_ingress_urls(app_name: str = "vitrine", host: str = "0.0.0.0") -> list[str]:
+    """HTTP addresses of the app's ingress replicas when Ray's direct ingress is on, else ``[]``.
+
+    Under ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (or ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``) each ingress replica
+    runs its own HTTP server (ports from 30000); a load balancer in front of these addresses skips the Serve
+    proxy hop, which on a 2-core host halves p50 at 8 clients (docs/serving.md). Ray publishes them as target
+    groups through its controller; there is no public accessor yet, so a failure to read them is logged and
+    ``[]`` returned: the proxy URL keeps working either way. A replica binds Serve's HTTP ``host``: a wildcard
+    host gives the node addresses Ray reports, any other host (e.g. 127.0.0.1) is the address itself.
+    """
+    import ray
+    from ray.serve import context
+    from ray.serve._private import constants
+
+    if not constants.RAY_SERVE_ENABLE_DIRECT_INGRESS:
+        return []
+    try:
+        controller = context._get_global_client()._controller
+        groups = ray.get(controller.get_target_groups.remote(app_name), timeout=30)
+    except Exception as exc:  # noqa: BLE001 - private Ray API: report and fall back to the proxy
+        log.warning("cannot read the direct-ingress replica addresses (%s); use the proxy URL", exc)
+        return []
+    wildcard = host in ("0.0.0.0", "::", "")
+    return sorted({f"http://{t.ip if wildcard else host}:{t.port}" for g in groups if g.protocol == "HTTP"
+                   for t in g.targets})
+
+
 def register_zero_shot(workdir: str | Path, tracking: TrackingConfig, alias: str | None = None,
                        data: DataConfig | None = None) -> str:
     """Register the untrained (zero-shot MiniLM + ImageNet MobileNetV2) model as a new version; returns it.
@@ -77,6 +104,10 @@ def run(job: ServeJob) -> dict[str, Any]:
     url = start(job.model_uri, job.workdir, job.serve, job.tracking)
     print(f"Vitrine is serving at {url}  (search page {url}/, POST {url}/search, GET {url}/model, "
           f"docs at {url}/docs)", flush=True)
+    direct = direct_ingress_urls("vitrine", job.serve.host)
+    if direct:
+        print(f"Ingress replicas also answer HTTP directly (Ray direct ingress; put a load balancer in front): "
+              f"{', '.join(direct)}", flush=True)
     if job.blocking:
         try:
             while True:
@@ -85,7 +116,7 @@ def run(job: ServeJob) -> dict[str, Any]:
             log.info("shutting down")
         finally:
             serve.shutdown()
-    return {"url": url}
+    return {"url": url, "direct_urls": direct}
 
 
 def main(argv: list[str] | None = None) -> int:

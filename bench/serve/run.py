@@ -8,8 +8,9 @@ sample's first ``--products`` products with a Flat index; queries are the real H
 bundled sample. Each ``--layouts`` x ``--modes`` pair runs in its own process on its own local Ray: the
 ``split`` app (tower, index and ingress deployments) or the ``colocated`` one (tower and index inside the ingress
 replica), under ``standard`` Serve or ``throughput_optimized`` (Ray's ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``: gRPC
-between replicas, the ingress replica answering HTTP directly). Prints the figures as JSON and saves them to
-``<out>/serve.json``.
+between replicas, and direct ingress: the ingress replica also answers HTTP on its own port, measured as
+``<layout>/throughput_optimized/direct`` beside the path through the Serve proxy). The load generator keeps
+one ``http.client`` connection per client. Prints the figures as JSON and saves them to ``<out>/serve.json``.
 """
 
 from __future__ import annotations
@@ -42,25 +43,41 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def load_http(url: str, queries: list[str], clients: int, seconds: float, k: int = 10) -> dict[str, Any]:
-    """``clients`` threads POST /search back to back for ``seconds``; latency percentiles, QPS, errors."""
-    import requests
+    """``clients`` threads POST /search back to back for ``seconds``; latency percentiles, QPS, errors.
 
+    Each client keeps one connection open with the standard library's ``http.client``: the load generator
+    shares the host's two cores with the server, and this costs it less CPU per request than ``requests``.
+    """
+    import http.client
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url)
     lat: list[float] = []
     errors: list[str] = []
     stop = time.monotonic() + seconds
 
     def client(i: int) -> None:
-        session = requests.Session()
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=120)
+        headers = {"Content-Type": "application/json"}
         n = i
         while time.monotonic() < stop:
-            q = queries[n % len(queries)]
+            body = json.dumps({"query": queries[n % len(queries)], "k": k})
             n += clients
             t0 = time.perf_counter()
-            resp = session.post(f"{url}/search", json={"query": q, "k": k}, timeout=120)
-            if resp.status_code != 200:
-                errors.append(f"{resp.status_code}: {resp.text[:100]}")
+            try:
+                conn.request("POST", "/search", body, headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                errors.append(f"{type(e).__name__}: {e}")
+                conn.close()
+                conn = http.client.HTTPConnection(host.hostname, host.port, timeout=120)
+                continue
+            if resp.status != 200:
+                errors.append(f"{resp.status}: {data[:100]!r}")
                 continue
             lat.append((time.perf_counter() - t0) * 1000)
+        conn.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     t0 = time.perf_counter()
@@ -111,23 +128,35 @@ def in_process(model_dir: Path, index_dir: Path, queries: list[str], seconds: fl
     return out
 
 
-def measure_http(args: argparse.Namespace, work: Path, queries: list[str]) -> list[dict[str, Any]]:
-    """Start local Ray + Serve (in this process's environment), deploy, load each concurrency level, stop."""
+def measure_http(args: argparse.Namespace, work: Path, queries: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Start local Ray + Serve (in this process's environment), deploy, load each concurrency level, stop.
+
+    Through the Serve proxy (``proxy``) and, when Ray's direct ingress is on, straight to the ingress replica's
+    own HTTP port (``direct``: the path a load balancer in front of the replicas takes).
+    """
     import ray
     from ray import serve
 
     from deployments.search_app import SearchAppArgs, build_app
+    from pipelines.serve import direct_ingress_urls
 
     ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    url = f"http://127.0.0.1:{args.port}"
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         serve.run(build_app(SearchAppArgs(model_uri="models:/bench-serve@champion", workdir=str(work),
                                           tracking_uri="", poll_interval_s=0,
-                                          max_batch_size=args.max_batch_size, layout=args.layout)),
+                                          max_batch_size=args.max_batch_size,
+                                          batch_wait_timeout_s=args.batch_wait_timeout_s, layout=args.layout)),
                   name="vitrine-bench", route_prefix="/")
-        load_http(url, queries, 4, 3.0)  # warm-up
-        return [load_http(url, queries, int(c), args.seconds) for c in args.clients.split(",")]
+        urls = {"proxy": f"http://127.0.0.1:{args.port}"}
+        direct = direct_ingress_urls("vitrine-bench", "127.0.0.1")
+        if direct:
+            urls["direct"] = direct[0]  # one replica
+        out = {}
+        for path, url in urls.items():
+            load_http(url, queries, 4, 3.0)  # warm-up
+            out[path] = [load_http(url, queries, int(c), args.seconds) for c in args.clients.split(",")]
+        return out
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -149,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--port", type=int, default=8150)
     p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--batch-wait-timeout-s", type=float, default=0.005,
+                   help="the tower's @serve.batch wait for a fuller batch (a live knob of the app)")
     p.add_argument("--modes", default="standard,throughput_optimized",
                    help="Serve modes measured one after the other: standard, and Ray's throughput-optimized "
                         "data plane (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: gRPC between replicas, direct ingress)")
@@ -190,16 +221,19 @@ def main(argv: list[str] | None = None) -> int:
         handoff.write_text(json.dumps(queries))
         subprocess.run([sys.executable, "-m", "bench.serve.run", f"--http-only={handoff}", f"--port={args.port}",
                         f"--seconds={args.seconds}", f"--clients={args.clients}", f"--layout={layout}",
-                        f"--max-batch-size={args.max_batch_size}", f"--workdir={work}"],
+                        f"--max-batch-size={args.max_batch_size}",
+                        f"--batch-wait-timeout-s={args.batch_wait_timeout_s}", f"--workdir={work}"],
                        env=env, check=True, cwd=REPO)
-        http[f"{layout}/{mode}"] = json.loads(handoff.read_text())
+        for path, levels in json.loads(handoff.read_text()).items():
+            http[f"{layout}/{mode}" + ("" if path == "proxy" else "/direct")] = levels
     local = in_process(model.local_dir, Path(indexed["index_dir"]), queries, args.seconds)
     at8 = {name: next((h for h in levels if h["clients"] == 8), levels[0])["p50_ms"] for name, levels in http.items()}
     ratios = {name: round(p50 / local["p50_ms"], 2) for name, p50 in at8.items()}
     ratios_floor = {name: round(p50 / local["batch_of_8"]["p50_ms"], 2) for name, p50 in at8.items()}
     report = {"products": indexed["products"], "index": "Flat", "queries": len(queries),
               "query_source": "real Home Depot queries (bundled sample)", "model": "zero-shot", "k": 10,
-              "max_batch_size": args.max_batch_size, "seconds_per_level": args.seconds, "http": http,
+              "max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s,
+              "seconds_per_level": args.seconds, "http": http,
               "in_process": local,
               "ratio_http_p50_at_8_vs_in_process_p50": ratios,
               "ratio_http_p50_at_8_vs_in_process_batch_of_8_p50": ratios_floor,

@@ -265,6 +265,13 @@ def _from_schema(schema: dict, spec: dict):  # noqa: ANN202 - a hypothesis strat
                         max_leaves=8)
 
 
+def test_no_direct_addresses_in_standard_mode(app):
+    """Without Ray's direct ingress the proxy URL is the only address: ``direct_ingress_urls`` says so."""
+    from pipelines.serve import direct_ingress_urls
+
+    assert direct_ingress_urls("vitrine-it", "127.0.0.1") == []
+
+
 def test_fuzz_search_against_openapi_spec(app, record_property):
     """Schema-valid bodies from /openapi.json, arbitrary JSON and arbitrary bytes: 200 or 422, never a 5xx."""
     import json
