@@ -35,7 +35,8 @@ SPECS: list[tuple[str, list[dict[str, Any]]]] = [
     ("IVF1024,PQ32,RFlat", [{"nprobe": 8, "k_factor_rf": 4}, {"nprobe": 32, "k_factor_rf": 8},
                             {"nprobe": 24, "k_factor_rf": 16}, {"nprobe": 32, "k_factor_rf": 16}]),
     ("IVF1024,PQ64x4fs,RFlat", [{"nprobe": 16, "k_factor_rf": 16}, {"nprobe": 24, "k_factor_rf": 16},
-                                {"nprobe": 32, "k_factor_rf": 16}]),
+                                {"nprobe": 32, "k_factor_rf": 16}, {"nprobe": 32, "k_factor_rf": 32},
+                                {"nprobe": 48, "k_factor_rf": 32}, {"nprobe": 64, "k_factor_rf": 32}]),
 ]
 
 
