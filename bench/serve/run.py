@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.http_only:  # a child process started below, in the environment of one mode
         args.http_only.write_text(json.dumps(measure_http(args, work, json.loads(args.http_only.read_text()))))
         return 0
+    if not 0 <= args.batch_wait_timeout_s <= 1:
+        raise SystemExit(f"--batch-wait-timeout-s {args.batch_wait_timeout_s}: use seconds between 0 and 1")
     unknown = set(args.modes.split(",")) - {"standard", "throughput_optimized"}
     if unknown:
         raise SystemExit(f"--modes: unknown mode(s) {sorted(unknown)}; use standard and/or throughput_optimized")

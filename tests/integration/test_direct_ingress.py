@@ -2,7 +2,8 @@
 both through the Serve proxy and on its ingress replica's own port, which ``direct_ingress_urls`` reports.
 
 Serve reads the mode from the environment when it is imported, so the app runs in a child process on its own
-local Ray (``python tests/integration/test_direct_ingress.py <workdir>``) and prints what it saw as JSON.
+local Ray (``python tests/integration/test_direct_ingress.py <workdir> <out.json> <catalog>``) and writes what it
+saw as JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ PORT = 8133
 N = 120
 
 
-def _child(work: Path) -> dict:
+def _child(work: Path, sample: Path) -> dict:
     """Deploy the colocated app, POST /search through the proxy and each direct address; the answers."""
     import pyarrow.parquet as pq
     import ray
@@ -33,7 +34,7 @@ def _child(work: Path) -> dict:
     from vitrine.config import DataConfig, IndexConfig, IndexJob, TrackingConfig
 
     catalog = work / "catalog.parquet"
-    table = pq.read_table(REPO / "platform" / "vitrine" / "sample" / "myntra_sample.parquet").slice(0, N)
+    table = pq.read_table(sample).slice(0, N)
     pq.write_table(table, catalog)
     tracking = TrackingConfig(experiment="direct-it", model_name="direct-it")
     ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
@@ -62,11 +63,11 @@ def _child(work: Path) -> dict:
 
 
 @pytest.mark.ray
-def test_direct_ingress_replica_answers_like_the_proxy(tmp_path):
+def test_direct_ingress_replica_answers_like_the_proxy(tmp_path, sample_catalog):
     env = {**os.environ, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "PYTHONPATH": str(REPO),
            "RAY_worker_niceness": "0"}
     out = tmp_path / "answers.json"
-    proc = subprocess.run([sys.executable, __file__, str(tmp_path), str(out)], env=env, cwd=REPO,
+    proc = subprocess.run([sys.executable, __file__, str(tmp_path), str(out), str(sample_catalog)], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(out.read_text())
@@ -79,4 +80,4 @@ def test_direct_ingress_replica_answers_like_the_proxy(tmp_path):
 
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
-    Path(sys.argv[2]).write_text(json.dumps(_child(Path(sys.argv[1]))))
+    Path(sys.argv[2]).write_text(json.dumps(_child(Path(sys.argv[1]), Path(sys.argv[3]))))
