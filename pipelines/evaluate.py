@@ -4,6 +4,7 @@
     vitrine evaluate --model bm25 ...          # BM25 over titles
     vitrine evaluate --model pretrained ...    # zero-shot MiniLM (mean pooled, exact search)
     vitrine evaluate --model hybrid:models:/vitrine@champion ...   # BM25 + the model, reciprocal-rank fusion
+        [--hybrid-fusion convex --hybrid-weight 0.8]              # ... or a blend of per-query scaled scores
 
 A trained model embeds whatever catalog it is handed with its product tower (Ray Data), then searches
 exactly (Flat); metrics, a Recall@K plot and the metrics JSON are logged to MLflow.
@@ -56,7 +57,10 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
                           "hybrid:models:/<name>@<alias>, hybrid:<model dir> or hybrid:pretrained")
     dense, label = single_retriever(replace(job, model=inner), catalog, files, workdir)
     lexical = BM25Retriever(catalog.column("product_id").to_pylist(), catalog.column("title").to_pylist())
-    return HybridRetriever(lexical, dense, job.hybrid_depth, dense_weight=job.hybrid_weight), f"hybrid-bm25+{label}"
+    retriever = HybridRetriever(lexical, dense, job.hybrid_depth, dense_weight=job.hybrid_weight,
+                                fusion=job.hybrid_fusion)
+    suffix = "" if job.hybrid_fusion == "rrf" else f"-{job.hybrid_fusion}{job.hybrid_weight:g}"
+    return retriever, f"hybrid-bm25+{label}{suffix}"
 
 
 def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workdir: Path) -> tuple[Any, str]:
@@ -126,6 +130,8 @@ def run(job: EvaluateJob) -> dict[str, Any]:
     if not job.model:
         raise ConfigError("pass --model: models:/<name>@<alias>, a model directory, 'bm25', 'pretrained' "
                           "or hybrid:<one of those dense models>")
+    if job.hybrid_fusion not in HybridRetriever.FUSIONS:
+        raise ConfigError(f"--hybrid-fusion {job.hybrid_fusion!r}: use one of {', '.join(HybridRetriever.FUSIONS)}")
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.catalog)

@@ -43,7 +43,7 @@ JOBS: dict[str, tuple[type, str, str]] = {
 }
 # `vitrine evaluate --model X --catalog Y` (space-separated) is accepted besides --model=X.
 EVALUATE_FLAGS = ("model", "catalog", "judgments", "k", "output", "run-output", "relevant-min", "gain-offset",
-                  "embeddings", "hybrid-weight", "hybrid-depth")
+                  "embeddings", "hybrid-weight", "hybrid-depth", "hybrid-fusion")
 
 log = logging.getLogger("vitrine")
 

@@ -181,7 +181,8 @@ class EvaluateJob:
     output: str = ""  # metrics JSON path ("" = none)
     run_output: str = ""  # ranked results Parquet: query, product_id, rank, score
     embeddings: str = ""  # product vectors Parquet of this model (from `vitrine index`/evaluate): skip embedding
-    hybrid_weight: float = 0.5  # hybrid:<model>: dense share of the reciprocal-rank-fusion vote (0.5 = plain RRF)
+    hybrid_weight: float = 0.5  # hybrid:<model>: dense share of the fused score (0.5 = plain RRF)
+    hybrid_fusion: str = "rrf"  # hybrid:<model>: "rrf" (reciprocal rank) or "convex" (blend of per-query scaled scores)
     hybrid_depth: int = 200  # hybrid:<model>: candidates taken from each side before fusion
     data: DataConfig = field(default_factory=DataConfig)
     index: IndexConfig = field(default_factory=IndexConfig)

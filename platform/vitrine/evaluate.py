@@ -128,38 +128,57 @@ class DenseRetriever:
 
 
 class HybridRetriever:
-    """Reciprocal-rank fusion (RRF) of a lexical and a dense retriever: ``sum_r w_r / (rrf_k + rank_r)``.
+    """Fusion of a lexical and a dense retriever: reciprocal-rank (``rrf``) or a convex score blend (``convex``).
 
-    RRF needs no score calibration between BM25 (unbounded) and cosine scores and is the usual first hybrid a
-    search team ships. Each side contributes its top ``depth``; a BM25 hit with score 0 (no query term in the
-    title) is not a hit. ``dense_weight`` in [0, 1] splits the vote (0.5 = plain RRF).
+    ``rrf`` scores ``sum_r w_r / (rrf_k + rank_r)``: it needs no score calibration between BM25 (unbounded) and
+    cosine scores and is the usual first hybrid a search team ships. ``convex`` scores
+    ``w * dense_norm + (1 - w) * bm25_norm`` with each side scaled per query onto [0, 1]: BM25 by its top score
+    (its floor is 0, no term matched), the dense cosine by min-max over its top ``depth`` (a product outside that
+    list gets the floor, 0). Rank fusion throws away how far apart two scores are, which a convex blend keeps:
+    the published comparisons of the two (Bruch et al., 2023) favour the blend once its weight is tuned, so both
+    are switches here. Each side contributes its top ``depth``; a BM25 hit with score 0 (no query term in the
+    title) is not a hit. ``dense_weight`` in [0, 1] is the dense share (0.5 = plain RRF).
     """
 
+    FUSIONS = ("rrf", "convex")
+
     def __init__(self, lexical, dense, depth: int = 200, rrf_k: float = 60.0,  # noqa: ANN001 - retrievers
-                 dense_weight: float = 0.5) -> None:
+                 dense_weight: float = 0.5, fusion: str = "rrf") -> None:
         if not 0.0 <= dense_weight <= 1.0:
             raise ConfigError(f"hybrid dense_weight={dense_weight}: use a value in [0, 1]")
         if depth < 1:
             raise ConfigError(f"hybrid depth={depth}: take at least 1 candidate from each side")
-        self.name = f"hybrid({lexical.name}+{dense.name})"
+        if fusion not in self.FUSIONS:
+            raise ConfigError(f"hybrid fusion={fusion!r}: use one of {', '.join(self.FUSIONS)}")
+        self.name = f"hybrid-{fusion}({lexical.name}+{dense.name})"
         self.lexical, self.dense = lexical, dense
-        self.depth, self.rrf_k, self.dense_weight = depth, rrf_k, dense_weight
+        self.depth, self.rrf_k, self.dense_weight, self.fusion = depth, rrf_k, dense_weight, fusion
+
+    def _votes(self, rows: np.ndarray, scores: np.ndarray, lexical: bool) -> dict[int, float]:
+        """One side's contribution per row position for one query (before its weight)."""
+        hits = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True) if r >= 0 and (s > 0 or not lexical)]
+        if self.fusion == "rrf":
+            return {r: 1.0 / (self.rrf_k + rank) for rank, (r, _) in enumerate(hits, start=1)}
+        if not hits:
+            return {}
+        top = max(s for _, s in hits)
+        floor = 0.0 if lexical else min(s for _, s in hits)
+        span = top - floor
+        return {r: (s - floor) / span if span > 0 else 1.0 for r, s in hits}
 
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (fused scores, row positions) per query; -1 pads when fewer than k products were hit."""
         depth = max(k, self.depth)
         l_scores, l_rows = self.lexical.search(queries, depth)
-        _, d_rows = self.dense.search(queries, depth)
+        d_scores, d_rows = self.dense.search(queries, depth)
         out_s = np.zeros((len(queries), k), np.float32)
         out_p = np.full((len(queries), k), -1, np.int64)
         for i in range(len(queries)):
             fused: dict[int, float] = defaultdict(float)
-            for rank, (row, score) in enumerate(zip(l_rows[i], l_scores[i], strict=True), start=1):
-                if score > 0:
-                    fused[int(row)] += (1.0 - self.dense_weight) / (self.rrf_k + rank)
-            for rank, row in enumerate(d_rows[i], start=1):
-                if row >= 0:
-                    fused[int(row)] += self.dense_weight / (self.rrf_k + rank)
+            for row, vote in self._votes(l_rows[i], l_scores[i], lexical=True).items():
+                fused[row] += (1.0 - self.dense_weight) * vote
+            for row, vote in self._votes(d_rows[i], d_scores[i], lexical=False).items():
+                fused[row] += self.dense_weight * vote
             top = sorted(fused.items(), key=lambda kv: -kv[1])[:k]
             out_p[i, :len(top)] = [r for r, _ in top]
             out_s[i, :len(top)] = [s for _, s in top]

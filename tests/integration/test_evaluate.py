@@ -68,3 +68,11 @@ def test_evaluate_model_dir_matches_zero_shot_direction(slice_files, tmp_path):
 def test_evaluate_without_model_is_a_clear_error(capsys):
     assert main(["evaluate"]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_evaluate_unknown_fusion_is_a_clear_error_before_any_work(capsys, tmp_path):
+    rc = main(["evaluate", "--model", "hybrid:pretrained", "--hybrid-fusion", "sum", f"--workdir={tmp_path / 'w'}"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--hybrid-fusion 'sum'" in err and "rrf, convex" in err
+    assert not (tmp_path / "w").exists()

@@ -76,6 +76,24 @@ def test_hybrid_reciprocal_rank_fusion_by_hand():
         HybridRetriever(lexical, dense, dense_weight=1.5)
 
 
+def test_hybrid_convex_blend_by_hand():
+    from vitrine.evaluate import HybridRetriever
+
+    # BM25 scaled by its top score (floor 0): row 5 -> 1, row 7 -> 0.5, row 9 (score 0) is no hit;
+    # dense min-max over its list: row 7 -> 1, row 3 -> (0.6-0.2)/0.6 = 2/3, row 5 -> 0
+    lexical = _Fixed("bm25", [[5, 7, 9]], [[4.0, 2.0, 0.0]])
+    dense = _Fixed("dense", [[7, 3, 5]], [[0.8, 0.6, 0.2]])
+    scores, rows = HybridRetriever(lexical, dense, depth=3, dense_weight=0.75, fusion="convex").search(["q"], 4)
+    # row 7: 0.75*1 + 0.25*0.5 = 0.875; row 3: 0.75*2/3 = 0.5; row 5: 0.25*1 = 0.25
+    assert rows[0].tolist() == [7, 3, 5, -1]
+    assert scores[0][:3] == pytest.approx([0.875, 0.5, 0.25])
+    # a weight of 0.25 lets the lexical top hit win: row 5 = 0.75, row 7 = 0.25 + 0.375 = 0.625
+    _, rows = HybridRetriever(lexical, dense, depth=3, dense_weight=0.25, fusion="convex").search(["q"], 2)
+    assert rows[0].tolist() == [5, 7]
+    with pytest.raises(ConfigError, match="fusion='sum'"):
+        HybridRetriever(lexical, dense, fusion="sum")
+
+
 def test_hybrid_on_real_bm25_and_dense_vectors():
     import numpy as np
 
