@@ -5,6 +5,8 @@
     vitrine evaluate --model pretrained ...    # zero-shot MiniLM (mean pooled, exact search)
     vitrine evaluate --model hybrid:models:/vitrine@champion ...   # BM25 + the model, reciprocal-rank fusion
         [--hybrid-fusion convex --hybrid-weight 0.8]              # ... or a blend of per-query scaled scores
+    vitrine evaluate --model models:/vitrine@champion --rerank <folder> ...  # candidates of both, `vitrine rerank`'s
+                                                                          # trained ranker orders them
 
 A trained model embeds whatever catalog it is handed with its product tower (Ray Data), then searches
 exactly (Flat); metrics, a Recall@K plot and the metrics JSON are logged to MLflow.
@@ -46,7 +48,21 @@ CURVE_KS = (1, 5, 10, 20, 50, 100)
 
 
 def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workdir: Path) -> tuple[Any, str]:
-    """The retriever named by ``job.model`` and a label for reports (``hybrid:<model>`` fuses BM25 with it)."""
+    """The retriever named by ``job.model`` and a label for reports (``hybrid:<model>`` fuses BM25 with it;
+    ``--rerank <folder>`` orders BM25 + model candidates with that trained ranker)."""
+    if job.rerank:
+        from vitrine.errors import ConfigError
+        from vitrine.rerank import CandidateBuilder, Reranker, RerankRetriever
+
+        reranker = Reranker.load(job.rerank)
+        dense, label = single_retriever(job, catalog, files, workdir)
+        if reranker.meta.get("model") != label:
+            raise ConfigError(f"--rerank {job.rerank}: trained with the scores of {reranker.meta.get('model')}, "
+                              f"not of {label}; pass --model {reranker.meta.get('model_uri')} or retrain it")
+        titles = catalog.column("title").to_pylist()
+        builder = CandidateBuilder(BM25Retriever(catalog.column("product_id").to_pylist(), titles), dense, titles,
+                                   int(reranker.meta.get("depth", 100)))
+        return RerankRetriever(builder, reranker), f"rerank-bm25+{label}"
     if not job.model.startswith("hybrid:"):
         return single_retriever(job, catalog, files, workdir)
     from vitrine.errors import ConfigError
@@ -132,6 +148,13 @@ def run(job: EvaluateJob) -> dict[str, Any]:
                           "or hybrid:<one of those dense models>")
     if job.hybrid_fusion not in HybridRetriever.FUSIONS:
         raise ConfigError(f"--hybrid-fusion {job.hybrid_fusion!r}: use one of {', '.join(HybridRetriever.FUSIONS)}")
+    if job.rerank and (job.model == "bm25" or job.model.startswith("hybrid:")):
+        raise ConfigError(f"--rerank with --model {job.model!r}: the re-ranker takes the dense model it was trained "
+                          "with (it adds BM25's candidates itself): models:/<name>@<alias>, a model dir or pretrained")
+    if job.rerank:
+        from vitrine.rerank import Reranker
+
+        Reranker.load(job.rerank)  # a bad folder fails here, before any embedding
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.catalog)

@@ -4,6 +4,7 @@
     vitrine index --index.factory=HNSW32
     vitrine serve --serve.port=8000
     vitrine demo
+    vitrine rerank --model=models:/vitrine@champion --judgments=train_judgments.parquet
     vitrine import myntra ../shared/data/myntra --out data/myntra
 """
 
@@ -23,6 +24,7 @@ from vitrine.config import (
     PretrainJob,
     PromoteJob,
     ReportJob,
+    RerankJob,
     ServeJob,
     flatten,
     load_config,
@@ -38,12 +40,14 @@ JOBS: dict[str, tuple[type, str, str]] = {
                 "Move a registry alias to a candidate only if it passes the evaluation gate."),
     "evaluate": (EvaluateJob, "pipelines.evaluate",
                  "Score a model or baseline (bm25, pretrained, hybrid:<model>) on judged queries over a full catalog."),
+    "rerank": (RerankJob, "pipelines.rerank",
+               "Train a LambdaMART re-ranker over BM25 + dense candidates on judged train queries."),
     "report": (ReportJob, "pipelines.report",
                "Train every ablation on one recipe and budget, evaluate, write a Markdown table + plot."),
 }
 # `vitrine evaluate --model X --catalog Y` (space-separated) is accepted besides --model=X.
 EVALUATE_FLAGS = ("model", "catalog", "judgments", "k", "output", "run-output", "relevant-min", "gain-offset",
-                  "embeddings", "hybrid-weight", "hybrid-depth", "hybrid-fusion")
+                  "embeddings", "hybrid-weight", "hybrid-depth", "hybrid-fusion", "rerank")
 
 log = logging.getLogger("vitrine")
 

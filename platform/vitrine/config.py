@@ -184,6 +184,27 @@ class EvaluateJob:
     hybrid_weight: float = 0.5  # hybrid:<model>: dense share of the fused score (0.5 = plain RRF)
     hybrid_fusion: str = "rrf"  # hybrid:<model>: "rrf" (reciprocal rank) or "convex" (blend of per-query scaled scores)
     hybrid_depth: int = 200  # hybrid:<model>: candidates taken from each side before fusion
+    rerank: str = ""  # a `vitrine rerank` folder: BM25 + --model candidates ordered by that trained ranker
+    data: DataConfig = field(default_factory=DataConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass(frozen=True)
+class RerankJob:
+    """``vitrine rerank``: train a LambdaMART re-ranker over BM25 + dense candidates on a judged query log."""
+
+    workdir: str = "runs"
+    model: str = ""  # the dense model whose scores it uses: models:/<name>@<alias> | a model dir | "pretrained"
+    catalog: str = str(SAMPLE_DIR / "homedepot_products.parquet")
+    judgments: str = str(SAMPLE_DIR / "homedepot_judgments.parquet")  # TRAIN judgments (never the validation set)
+    embeddings: str = ""  # product vectors Parquet of --model (skip embedding the catalog)
+    out: str = ""  # folder for reranker.txt + reranker.json ("" = <workdir>/rerankers/<model label>)
+    depth: int = 100  # candidates taken from each side
+    trees: int = 300
+    seed: int = 0
+    relevant_min: float = 2.0
+    gain_offset: float = 1.0
     data: DataConfig = field(default_factory=DataConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -1,0 +1,106 @@
+"""Re-ranker training job: LambdaMART over BM25 + dense candidates, fitted on a judged TRAIN query log.
+
+    vitrine rerank --model=models:/vitrine-homedepot@challenger --catalog=data/homedepot/catalog.parquet \\
+        --judgments=data/homedepot/train/queries.parquet --out=runs/rerankers/homedepot
+    vitrine evaluate --model models:/vitrine-homedepot@challenger --rerank runs/rerankers/homedepot \\
+        --catalog data/homedepot/catalog.parquet --judgments data/homedepot/val/judgments.parquet
+
+The ranker (``vitrine.rerank``) is tied to the dense model it was trained with; ``vitrine evaluate --rerank``
+refuses another. Params, the candidates' recall, the feature-importance plot and the ranker itself are logged
+to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.common import absolute, catalog_index
+from pipelines.evaluate import single_retriever
+from vitrine import registry
+from vitrine.catalog.io import read_table
+from vitrine.catalog.schema import clean_judgments
+from vitrine.config import EvaluateJob, RerankJob, flatten
+from vitrine.evaluate import BM25Retriever, Relevance, judgments_by_query
+from vitrine.rerank import CandidateBuilder, Reranker, grades
+
+log = logging.getLogger(__name__)
+
+
+def plot_importance(importance: dict[str, float], path: Path, title: str) -> None:
+    """Horizontal bar chart of each feature's share of the total split gain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    total = sum(importance.values()) or 1.0
+    items = sorted(importance.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.barh([k for k, _ in items], [v / total for _, v in items])
+    ax.set_xlabel("share of split gain")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(job: RerankJob) -> dict[str, Any]:
+    """Train the ranker, save it, log it; returns its folder and training figures."""
+    from vitrine.errors import ConfigError
+
+    if not job.model or job.model == "bm25" or job.model.startswith("hybrid:"):
+        raise ConfigError(f"--model {job.model!r}: the re-ranker needs the dense model whose scores it uses: "
+                          "models:/<name>@<alias>, a model directory or 'pretrained'")
+    if job.trees < 1:
+        raise ConfigError(f"--trees={job.trees}: use at least 1")
+    workdir = absolute(job.workdir)
+    exp_id = registry.setup(job.tracking, workdir)
+    catalog, _, files = catalog_index(job.catalog)
+    ids = catalog.column("product_id").to_pylist()
+    titles = catalog.column("title").to_pylist()
+    judgments, jreport = clean_judgments(read_table(job.judgments), set(ids), source=job.judgments)
+    if jreport.issues:
+        log.warning("judgments: %s", jreport.summary())
+    judged = judgments_by_query(judgments)
+    ejob = EvaluateJob(workdir=job.workdir, model=job.model, catalog=job.catalog, judgments=job.judgments,
+                       embeddings=job.embeddings, data=job.data, index=job.index, tracking=job.tracking)
+    dense, label = single_retriever(ejob, catalog, files, workdir)
+    rel = Relevance(job.relevant_min, job.gain_offset)
+    builder = CandidateBuilder(BM25Retriever(ids, titles), dense, titles, job.depth)
+    queries = sorted(judged)
+    t0 = time.time()
+    x, rows = builder.build(queries, progress="candidates + features")
+    y = grades(rows, queries, ids, judged, rel)
+    relevant = sum(1 for labels in judged.values() for v in labels.values() if v >= rel.relevant_min)
+    figures = {"queries": len(queries), "candidates": int(len(y)), "candidate_recall": float((y > 0).sum()) /
+               max(relevant, 1), "features_s": round(time.time() - t0, 1)}
+    t1 = time.time()
+    meta = {"model": label, "model_uri": job.model, "catalog": job.catalog, "judgments": job.judgments,
+            "depth": job.depth, "relevant_min": job.relevant_min, "gain_offset": job.gain_offset, **figures}
+    reranker = Reranker.fit(x, y, [len(r) for r in rows], meta, trees=job.trees, seed=job.seed)
+    figures["fit_s"] = round(time.time() - t1, 1)
+    reranker.meta.update(fit_s=figures["fit_s"])
+    out = Path(job.out) if job.out else workdir / "rerankers" / re.sub(r"[^A-Za-z0-9_.-]+", "-", label)
+    reranker.save(out)
+    run_id = registry.start_run(exp_id, f"rerank-{label.replace('/', '-')}",
+                                tags={"vitrine.job": "rerank", "vitrine.model": label})
+    registry.log_params(run_id, flatten(job))
+    registry.log_metrics(run_id, {k: float(v) for k, v in figures.items()})
+    plot_importance(reranker.importance(), out / "importance.png", f"re-ranker over BM25 + {label}")
+    registry.log_artifacts(run_id, out, "reranker")
+    registry.end_run(run_id)
+    print(f"re-ranker for {label}: {out} ({figures['queries']} queries, {figures['candidates']} candidates, "
+          f"{figures['candidate_recall']:.3f} of relevant judged pairs among them; features "
+          f"{figures['features_s']} s, fit {figures['fit_s']} s)", flush=True)
+    return {"out": str(out), "model": label, "run_id": run_id, **figures}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m pipelines.rerank``."""
+    from vitrine.cli import main as cli_main
+
+    return cli_main(["rerank", *(argv or [])])

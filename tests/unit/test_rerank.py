@@ -1,0 +1,81 @@
+"""The learned re-ranker's pieces: tokens and match features by hand, candidates and grades, save / load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vitrine.errors import ConfigError
+from vitrine.evaluate import Relevance
+from vitrine.rerank import FEATURES, CandidateBuilder, Reranker, RerankRetriever, grades, match_features, tokens
+
+REL = Relevance(2.0, 1.0)
+
+
+class _Fixed:
+    """A retriever answering the same ranked rows for every query."""
+
+    def __init__(self, name: str, rows: list[int], scores: list[float]) -> None:
+        self.name, self.rows, self.scores = name, rows, scores
+
+    def search(self, queries: list[str], k: int):
+        n = len(queries)
+        return np.tile(np.array(self.scores[:k], np.float32), (n, 1)), np.tile(np.array(self.rows[:k]), (n, 1))
+
+
+def test_tokens_and_match_features_by_hand():
+    q = tokens("3/4 in. Copper Pipes")
+    assert q == ["3", "4", "in", "copper", "pipe"]
+    t = tokens("Copper Pipe 3/4 in. x 10 ft.")
+    f = dict(zip(FEATURES[8:18], match_features(q, t), strict=True))
+    assert f == {"query_coverage": 1.0, "bigram_coverage": 0.75, "number_match": 1.0, "last_token_match": 1.0,
+                 "first_token_match": 1.0, "query_tokens": 5.0, "title_tokens": 8.0, "first_match_position": 0.0,
+                 "phrase_match": 0.0, "fuzzy_coverage": 1.0}
+    # a misspelt word counts by its trigram Jaccard: #toliet# vs #toilet# share {#to, et#} of 10 trigrams
+    f = dict(zip(FEATURES[8:18], match_features(tokens("toliet seat"), tokens("Round Toilet Seat")), strict=True))
+    assert f["query_coverage"] == 0.5 and f["number_match"] == -1.0 and f["first_token_match"] == 0.0
+    assert f["first_match_position"] == pytest.approx(2 / 3) and f["fuzzy_coverage"] == pytest.approx(0.6)
+
+
+def test_candidates_are_the_union_and_grades_follow_the_labels():
+    titles = ["bolt", "nut", "washer", "screw", "anchor"]
+    lexical = _Fixed("bm25", [0, 1, 2, 3], [4.0, 2.0, 1.0, 0.0])  # row 3 scored 0: no term matched, not a hit
+    dense = _Fixed("dense", [4, 0, 2, 1], [0.9, 0.8, 0.5, 0.1])
+    x, rows = CandidateBuilder(lexical, dense, titles, depth=10).build(["bolt"])
+    assert rows == [[0, 1, 2, 4]] and x.shape == (4, len(FEATURES))
+    col = {f: x[:, i] for i, f in enumerate(FEATURES)}
+    assert col["bm25_rel_top"].tolist() == [1.0, 0.5, 0.25, 0.0]
+    assert col["in_both"].tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert col["dense_minmax"].tolist() == pytest.approx([0.875, 0.0, 0.5, 1.0])
+    assert col["query_agreement"].tolist() == [3.0] * 4
+    ids = ["p0", "p1", "p2", "p3", "p4"]
+    judged = {"bolt": {"p0": 3.0, "p1": 2.33, "p2": 1.67}}  # p4 unjudged
+    assert grades(rows, ["bolt"], ids, judged, REL).tolist() == [3, 2, 0, 0]
+
+
+def test_reranker_orders_by_what_it_learned_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    n_q, per_q = 60, 8
+    x = rng.normal(size=(n_q * per_q, len(FEATURES))).astype(np.float32)
+    y = (x[:, FEATURES.index("number_match")] > 0.8).astype(np.int32) * 3  # relevance lives in one feature
+    ranker = Reranker.fit(x, y, [per_q] * n_q, {"model": "m", "depth": 10}, trees=40)
+    assert max(ranker.importance(), key=ranker.importance().get) == "number_match"
+    loaded = Reranker.load(ranker.save(tmp_path / "r"))
+    assert np.allclose(loaded.score(x), ranker.score(x)) and loaded.meta["model"] == "m"
+
+    titles = ["a", "b", "c"]
+    builder = CandidateBuilder(_Fixed("bm25", [0, 1, 2], [3.0, 2.0, 1.0]), _Fixed("d", [0, 1, 2], [0.9, 0.5, 0.1]),
+                               titles, depth=10)
+    scores, pos = RerankRetriever(builder, loaded).search(["a", "b"], 5)
+    assert pos.shape == (2, 5) and pos[:, 3:].tolist() == [[-1, -1], [-1, -1]]
+    assert all(np.all(np.diff(s[:3]) <= 0) for s in scores)
+
+
+def test_reranker_refusals(tmp_path):
+    with pytest.raises(ConfigError, match="not a reranker folder"):
+        Reranker.load(tmp_path)
+    x = np.zeros((4, len(FEATURES)), np.float32)
+    with pytest.raises(ConfigError, match="no candidate of any training query is judged relevant"):
+        Reranker.fit(x, np.zeros(4, np.int32), [4], {})
+    with pytest.raises(ConfigError, match="depth=5"):
+        CandidateBuilder(None, None, [], depth=5)
