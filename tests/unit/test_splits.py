@@ -107,6 +107,7 @@ def test_import_with_val_fraction_writes_splits(tmp_path):
     val = pq.read_table(tmp_path / "o" / "val" / "judgments.parquet")
     assert not set(train.column("query").to_pylist()) & set(val.column("query").to_pylist())
     assert train.num_rows + val.num_rows == pq.read_metadata(tmp_path / "o" / "judgments.parquet").num_rows
+    assert pq.read_table(tmp_path / "o" / "train" / "judgments.parquet").equals(train)
 
     myn = tmp_path / "my"
     myn.mkdir()
@@ -122,6 +123,13 @@ def test_import_with_val_fraction_writes_splits(tmp_path):
     assert 0 < train.num_rows < derived.num_rows
     assert not set(train.column("query").to_pylist()) & set(val.column("query").to_pylist())
     assert set(val.column("product_id").to_pylist()) <= set(cat.column("product_id").to_pylist())
+    # train judgments: every product whose attributes contain a train query, so each training pair is one
+    train_j = pq.read_table(tmp_path / "m" / "train" / "judgments.parquet")
+    judged_pairs = set(zip(train_j.column("query").to_pylist(), train_j.column("product_id").to_pylist(), strict=True))
+    train_pairs = set(zip(train.column("query").to_pylist(), train.column("product_id").to_pylist(), strict=True))
+    kept = {q for q, _ in judged_pairs}
+    assert kept and {p for p in train_pairs if p[0] in kept} <= judged_pairs
+    assert len(judged_pairs) > len({p for p in train_pairs if p[0] in kept})
     colourless = pq.read_table(tmp_path / "m" / "colourless" / "catalog.parquet")
     assert colourless.num_rows == cat.num_rows
     assert colourless.column("title").to_pylist() != cat.column("title").to_pylist()

@@ -102,10 +102,12 @@ def colourless_catalog(catalog: pa.Table) -> pa.Table:
 
 def write_splits(kind: str, catalog: pa.Table, judgments: pa.Table | None, out: str, val_fraction: float,
                  seed: int = 0, eval_sample: int = 0) -> dict[str, str]:
-    """Write ``train/queries.parquet`` and ``val/judgments.parquet`` (+ the colourless Myntra catalog).
+    """Write ``train/queries.parquet``, ``train/judgments.parquet`` and ``val/judgments.parquet`` (+ the
+    colourless Myntra catalog).
 
-    Home Depot: its human judgments split by query. Myntra: a derived query log split by query; training
-    pairs from the train queries, attribute-containment judgments for the validation queries. With
+    Home Depot: its human judgments split by query (the train part is both files). Myntra: a derived query log
+    split by query; training pairs from the train queries, attribute-containment judgments for the train
+    queries (what ``vitrine rerank`` learns from) and for the validation queries. With
     ``eval_sample`` > 0 (Myntra), also ``val_sample/``: a random slice of that many products and the
     validation queries judged within it, for quick comparisons such as the ablation report.
     """
@@ -118,6 +120,7 @@ def write_splits(kind: str, catalog: pa.Table, judgments: pa.Table | None, out: 
     written: dict[str, str] = {}
     if kind == "homedepot" and judgments is not None:
         train, val = split_by_query(judgments, val_fraction, seed)
+        train_judged = train
     elif kind == "myntra":
         derived = derive_queries(catalog, per_product=3, seed=seed)
         derived = derived.set_column(derived.schema.get_field_index("label"), "label",
@@ -125,6 +128,7 @@ def write_splits(kind: str, catalog: pa.Table, judgments: pa.Table | None, out: 
         train, val_pairs = split_by_query(derived, val_fraction, seed)
         val, dropped = derived_judgments(catalog, val_pairs)
         written["val_queries_dropped_too_broad"] = str(dropped)
+        train_judged, _ = derived_judgments(catalog, train)
         written["catalog_colourless"] = str(write_table(colourless_catalog(catalog),
                                                         root / "colourless" / "catalog.parquet"))
         if eval_sample:
@@ -140,6 +144,7 @@ def write_splits(kind: str, catalog: pa.Table, judgments: pa.Table | None, out: 
     else:
         raise ConfigError(f"--val-fraction needs a judged or derivable dataset (homedepot, myntra), not '{kind}'")
     written["train_queries"] = str(write_table(train, root / "train" / "queries.parquet"))
+    written["train_judgments"] = str(write_table(train_judged, root / "train" / "judgments.parquet"))
     written["val_judgments"] = str(write_table(val, root / "val" / "judgments.parquet"))
     written["train_query_count"] = str(len(set(train.column("query").to_pylist())))
     written["val_query_count"] = str(len(set(val.column("query").to_pylist())))
