@@ -61,7 +61,7 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
                               f"not of {label}; pass --model {reranker.meta.get('model_uri')} or retrain it")
         titles = catalog.column("title").to_pylist()
         builder = CandidateBuilder(BM25Retriever(catalog.column("product_id").to_pylist(), titles), dense, titles,
-                                   int(reranker.meta.get("depth", 100)))
+                                   int(reranker.meta["depth"]))
         return RerankRetriever(builder, reranker), f"rerank-bm25+{label}"
     if not job.model.startswith("hybrid:"):
         return single_retriever(job, catalog, files, workdir)

@@ -200,7 +200,7 @@ class RerankJob:
     judgments: str = str(SAMPLE_DIR / "homedepot_judgments.parquet")  # TRAIN judgments (never the validation set)
     embeddings: str = ""  # product vectors Parquet of --model (skip embedding the catalog)
     out: str = ""  # folder for reranker.txt + reranker.json ("" = <workdir>/rerankers/<model label>)
-    depth: int = 100  # candidates taken from each side
+    depth: int = 200  # candidates taken from each side (100: 0.445 / 0.792 on Home Depot; 200: 0.448 / 0.804)
     trees: int = 300
     seed: int = 0
     relevant_min: float = 2.0

@@ -191,6 +191,9 @@ class Reranker:
             raise ConfigError(f"--rerank {folder}: not a reranker folder (needs reranker.txt + reranker.json); "
                               "train one with `vitrine rerank`")
         meta = json.loads((path / "reranker.json").read_text())
+        if not isinstance(meta.get("depth"), int) or "model" not in meta:
+            raise ConfigError(f"--rerank {folder}: reranker.json lacks its dense model or candidate depth; "
+                              "retrain it with `vitrine rerank`")
         if meta.get("features") != list(FEATURES):
             raise ConfigError(f"--rerank {folder}: trained with other features ({meta.get('features')}); "
                               "retrain it with this version's `vitrine rerank`")
