@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -13,6 +14,7 @@ from vitrine.cli import main
 def trained(tmp_path_factory):
     """A ranker over BM25 + zero-shot MiniLM candidates, trained on the sample's judged queries."""
     work = tmp_path_factory.mktemp("rerank")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # its own store in the workdir, whatever an earlier test left
     assert main(["rerank", "--model=pretrained", f"--workdir={work}", f"--out={work / 'ranker'}", "--trees=60"]) == 0
     return work
 
