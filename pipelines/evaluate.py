@@ -54,7 +54,7 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
         from vitrine.errors import ConfigError
         from vitrine.rerank import CandidateBuilder, Reranker, RerankRetriever
 
-        reranker = Reranker.load(job.rerank)
+        reranker = Reranker.load(job.rerank)  # a bad folder fails here, before any embedding
         dense, label = single_retriever(job, catalog, files, workdir)
         if reranker.meta.get("model") != label:
             raise ConfigError(f"--rerank {job.rerank}: trained with the scores of {reranker.meta.get('model')}, "
@@ -151,10 +151,6 @@ def run(job: EvaluateJob) -> dict[str, Any]:
     if job.rerank and (job.model == "bm25" or job.model.startswith("hybrid:")):
         raise ConfigError(f"--rerank with --model {job.model!r}: the re-ranker takes the dense model it was trained "
                           "with (it adds BM25's candidates itself): models:/<name>@<alias>, a model dir or pretrained")
-    if job.rerank:
-        from vitrine.rerank import Reranker
-
-        Reranker.load(job.rerank)  # a bad folder fails here, before any embedding
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, report, files = catalog_index(job.catalog)

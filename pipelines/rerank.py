@@ -55,8 +55,8 @@ def run(job: RerankJob) -> dict[str, Any]:
     if not job.model or job.model == "bm25" or job.model.startswith("hybrid:"):
         raise ConfigError(f"--model {job.model!r}: the re-ranker needs the dense model whose scores it uses: "
                           "models:/<name>@<alias>, a model directory or 'pretrained'")
-    if job.trees < 1:
-        raise ConfigError(f"--trees={job.trees}: use at least 1")
+    if job.trees < 1 or job.depth < 10:
+        raise ConfigError(f"--trees={job.trees} / --depth={job.depth}: use at least 1 tree and 10 candidates a side")
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, _, files = catalog_index(job.catalog)

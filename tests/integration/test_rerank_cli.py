@@ -61,3 +61,5 @@ def test_rerank_refuses_another_model_and_bad_input(trained, tmp_path, capsys):
     assert "not a reranker folder" in capsys.readouterr().err
     assert main(["rerank", "--model=hybrid:pretrained", f"--workdir={tmp_path}"]) == 2
     assert "the re-ranker needs the dense model whose scores it uses" in capsys.readouterr().err
+    assert main(["rerank", "--model=pretrained", "--depth=5", f"--workdir={tmp_path}"]) == 2
+    assert "--depth=5: use at least 1 tree and 10 candidates a side" in capsys.readouterr().err
