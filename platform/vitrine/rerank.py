@@ -150,16 +150,16 @@ class Reranker:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, groups: list[int], meta: dict[str, Any], trees: int = 300,
-            seed: int = 0) -> Reranker:
-        """LambdaMART (LightGBM ``lambdarank``) on graded candidates grouped by query."""
+            seed: int = 0, leaves: int = 15, levels: int = 4) -> Reranker:
+        """LambdaMART (LightGBM ``lambdarank``) on graded candidates (0 .. ``levels`` - 1) grouped by query."""
         import lightgbm as lgb
 
         if y.max(initial=0) == 0:
             raise ConfigError("rerank: no candidate of any training query is judged relevant; check --judgments "
                               "(it must judge products of --catalog) and --relevant_min")
-        model = lgb.LGBMRanker(objective="lambdarank", n_estimators=trees, learning_rate=0.05, num_leaves=15,
+        model = lgb.LGBMRanker(objective="lambdarank", n_estimators=trees, learning_rate=0.05, num_leaves=leaves,
                                min_child_samples=50, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
-                               label_gain=[0, 1, 2, 3], lambdarank_truncation_level=20, random_state=seed,
+                               label_gain=list(range(levels)), lambdarank_truncation_level=20, random_state=seed,
                                verbose=-1)
         model.fit(x, y, group=groups)
         return cls(model.booster_, {**meta, "features": list(FEATURES), "trees": trees, "seed": seed})
