@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear ex
     p.add_argument("--depth", type=int, default=200)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.depth < 10:
+        raise SystemExit(f"error: --depth {args.depth}: take at least 10 candidates from each side")
     if bool(args.fold_model) != bool(args.fold_queries):
         raise SystemExit("error: --fold-model and --fold-queries go together (the queries that model trained on)")
 
