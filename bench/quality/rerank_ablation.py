@@ -142,20 +142,26 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear ex
                 ("gain grades + zero-shot", tz, vz, y_gain, 7, 300, 15),
                 ("gain grades + zero-shot, 800 trees / 31 leaves", tz, vz, y_gain, 7, 800, 31)]
     results = []
-    for name, x, xv, y, levels, trees, leaves in variants:
-        model = Reranker.fit(x, y, groups, {}, trees=trees, leaves=leaves, levels=levels)
-        results.append({"variant": name, "train_queries": len(tq),
-                        **score(xv, vrows, vq, ids, model, judged["val"], rel)})
-        logging.getLogger(__name__).info("%s", results[-1])
-    if args.fold_model:
-        unseen = set(judged["train"]) - fold_seen
-        for name, dense in (("optimistic", sides["dense"]), ("honest", sides["fold"])):
-            qs, x, rows = build(dense, "train", unseen)
-            model = Reranker.fit(x, grades(rows, qs, ids, judged["train"], rel), [len(r) for r in rows], {})
-            results.append({"variant": f"train queries {args.fold_model} never saw, {name} dense scores "
-                            f"({dense.name})", "train_queries": len(qs),
-                            **score(vx, vrows, vq, ids, model, judged["val"], rel)})
+    try:
+        for name, x, xv, y, levels, trees, leaves in variants:
+            model = Reranker.fit(x, y, groups, {}, trees=trees, leaves=leaves, levels=levels)
+            results.append({"variant": name, "train_queries": len(tq),
+                            **score(xv, vrows, vq, ids, model, judged["val"], rel)})
             logging.getLogger(__name__).info("%s", results[-1])
+        if args.fold_model:
+            unseen = set(judged["train"]) - fold_seen
+            keep = np.repeat([q in unseen for q in tq], groups)  # the full model's rows of those queries
+            optimistic = ([q for q in tq if q in unseen], tx[keep], [r for q, r in zip(tq, trows, strict=True)
+                                                                   if q in unseen])
+            for name, dense, (qs, x, rows) in (("optimistic", sides["dense"], optimistic),
+                                               ("honest", sides["fold"], build(sides["fold"], "train", unseen))):
+                model = Reranker.fit(x, grades(rows, qs, ids, judged["train"], rel), [len(r) for r in rows], {})
+                results.append({"variant": f"train queries {args.fold_model} never saw, {name} dense scores "
+                                f"({dense.name})", "train_queries": len(qs),
+                                **score(vx, vrows, vq, ids, model, judged["val"], rel)})
+                logging.getLogger(__name__).info("%s", results[-1])
+    except VitrineError as exc:
+        raise SystemExit(f"error: {exc}") from None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     report = {"model": sides["dense"].name, "depth": args.depth, "val_queries": len(vq), "results": results}
