@@ -35,6 +35,8 @@ class SearchRequest(BaseModel):
     filters: dict[StrictStr, FilterValue | list[FilterValue]] | None = Field(
         None, max_length=16, description="attribute filters, e.g. {\"gender\": \"Women\", \"baseColour\": "
                                          "[\"Black\", \"Red\"]}; a product must match every column, any value")
+    rerank: bool = Field(True, description="order by the re-ranker attached to the served version, when it has "
+                                           "one (`vitrine rerank --attach=true`); false = dense order only")
 
     @field_validator("query")
     @classmethod
@@ -69,6 +71,8 @@ class SearchHit(BaseModel):
     title_weight: float = Field(description="Modal Adaptation weight of the title in the product vector")
     image_weight: float = Field(description="Modal Adaptation weight of the image (0 when it has none)")
     image_url: str | None = Field(None, description="product image, or null when the product has none")
+    stage: str = Field("dense", description="what ordered it: 'rerank' (the attached ranker, score = its score) "
+                                            "or 'dense' (the index, score = cosine)")
 
 
 class SearchResponse(BaseModel):
@@ -79,6 +83,7 @@ class SearchResponse(BaseModel):
     results: list[SearchHit]
     model_name: str
     model_version: str
+    reranked: bool = Field(False, description="the served version's re-ranker ordered the results")
     took_ms: float
 
 
@@ -95,7 +100,7 @@ def _describe(err: dict[str, Any]) -> str:
         return f"request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')}); send a JSON " \
                "object such as {\"query\": \"red shirt\", \"k\": 10}"
     if err.get("type") == "extra_forbidden":
-        return f"unknown field '{loc}'; allowed fields: query, k, filters"
+        return f"unknown field '{loc}'; allowed fields: query, k, filters, rerank"
     got = repr(err.get("input"))
     got = got if len(got) <= 60 else got[:57] + "..."
     return f"{loc}: {err.get('msg', 'invalid')} (got {got})"

@@ -54,6 +54,8 @@ class SearchAppArgs(BaseModel):
     index_device: str = "auto"
     layout: Literal[SERVE_LAYOUTS] = Field(  # type: ignore[valid-type]
         "split", description="split: tower, index and ingress deployments; colocated: all in the ingress replica")
+    rerank: bool = Field(True, description="order answers with the ranker attached to a served version "
+                                           "(`vitrine rerank --attach=true`); False = dense order always")
 
 
 def _tracking(tracking_uri: str) -> None:
@@ -112,19 +114,25 @@ class QueryTower:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5, "memory": 2 * GiB}, max_ongoing_requests=256)
 class IndexSearcher:
-    """The FAISS index of each served version (loaded once per replica) plus product titles and images."""
+    """The FAISS index of each served version (loaded once per replica) plus product titles, images and the
+    version's attached re-ranker (BM25 over the titles + the trained ranker), when it has one."""
 
-    def __init__(self, name: str, version: str, workdir: str, tracking_uri: str, device: str = "auto") -> None:
+    def __init__(self, name: str, version: str, workdir: str, tracking_uri: str, device: str = "auto",
+                 rerank: bool = True) -> None:
+        from vitrine.index.reranked import ServedReranker, load_version_reranker
         from vitrine.index.serving import Catalog, ImageStore, VersionCache, load_version_index, resolve_version
 
         _tracking(tracking_uri)
         cache = Path(workdir) / "cache"
         self.search_params: dict[str, Any] = {}
 
-        def load(v: str) -> tuple[Catalog, ImageStore]:
-            index = load_version_index(resolve_version(name, v, cache), cache, device)
+        def load(v: str) -> tuple[Catalog, ImageStore, ServedReranker | None]:
+            model = resolve_version(name, v, cache)
+            index = load_version_index(model, cache, device)
             index.set_search_params(self.search_params, strict=False)
-            return Catalog(index), ImageStore(str(index.meta.get("catalog", "")))
+            catalog = Catalog(index)
+            ranker = load_version_reranker(model, cache, catalog) if rerank else None
+            return catalog, ImageStore(str(index.meta.get("catalog", ""))), ranker
 
         self.versions = VersionCache(load)
         self.versions.get(version)
@@ -140,15 +148,21 @@ class IndexSearcher:
 
     async def info(self, version: str) -> dict[str, Any]:
         """Load ``version`` if needed; its index metadata, filterable columns and live search parameters."""
-        catalog = (await asyncio.to_thread(self.versions.get, version))[0]
+        catalog, _, ranker = await asyncio.to_thread(self.versions.get, version)
         live = {k: v for k, v in self.search_params.items() if catalog.index.set_search_params({k: v}, False)}
         return {"index": {**catalog.index.meta, "placement": catalog.index.placement, "live_search_params": live},
-                "filterable": catalog.filterable}
+                "filterable": catalog.filterable, "reranker": ranker.info() if ranker else None}
 
-    def search(self, vector: np.ndarray, k: int, filters: dict[str, list[str]] | None, version: str
-               ) -> list[dict[str, Any]]:
-        """Top-k hits of one query vector in ``version``'s index."""
-        return self.versions.get(version)[0].search(vector, k, filters)
+    def search(self, vector: np.ndarray, k: int, filters: dict[str, list[str]] | None, version: str,
+               query: str = "", rerank: bool = True) -> list[dict[str, Any]]:
+        """Top-k hits of one query in ``version``'s index, ordered by its re-ranker when it has one."""
+        catalog, _, ranker = self.versions.get(version)
+        if ranker is None or not rerank or not query:
+            return catalog.search(vector, k, filters)
+        allowed = catalog.mask(filters or {})
+        if allowed is not None and not allowed.any():
+            return []
+        return [catalog.hit(r, s, stage) for r, s, stage in ranker.search(query, vector, k, allowed)]
 
     def image(self, product_id: str, version: str) -> bytes | None:
         """A product's image bytes, or None."""
@@ -214,7 +228,7 @@ class SearchIngress:
             workdir = colocated["workdir"]
             self.local = (await asyncio.to_thread(QueryTower.func_or_class, name, version, workdir, tracking_uri),
                           await asyncio.to_thread(IndexSearcher.func_or_class, name, version, workdir,
-                                                  tracking_uri, colocated["device"]))
+                                                  tracking_uri, colocated["device"], colocated["rerank"]))
             self.tower, self.searcher = (_InProcess(obj) for obj in self.local)
         self.name, self.alias, self.version = name, alias, version
         self.default_k = default_k
@@ -276,7 +290,7 @@ class SearchIngress:
         if version in self.infos:
             self.infos[version] = info
         return {"name": self.name, "version": version, "alias": self.alias, "index": info["index"],
-                "filterable": info["filterable"], "last_refusal": self.last_refusal}
+                "filterable": info["filterable"], "reranker": info.get("reranker"), "last_refusal": self.last_refusal}
 
     @api.post("/search", response_model=SearchResponse, responses={422: {"model": ErrorResponse}})
     async def search(self, req: SearchRequest) -> SearchResponse:
@@ -289,12 +303,14 @@ class SearchIngress:
                 raise HTTPException(422, f"cannot filter on {bad}: not attribute columns of this catalog; "
                                          f"filterable columns: {self.infos[version]['filterable']}")
         vec = await _retrying(lambda: self.tower.remote(req.query, version))
-        hits = await _retrying(lambda: self.searcher.search.remote(vec, req.k, req.filters, version))
+        hits = await _retrying(lambda: self.searcher.search.remote(vec, req.k, req.filters, version, req.query,
+                                                                    req.rerank))
         results = [SearchHit(**{k: v for k, v in h.items() if k != "has_image"},
                              image_url=f"image/{h['product_id']}?v={version}" if h["has_image"] else None)
                    for h in hits]
         return SearchResponse(query=req.query, k=req.k, results=results, model_name=self.name,
-                              model_version=version, took_ms=(time.perf_counter() - t0) * 1000)
+                              model_version=version, reranked=any(h.stage == "rerank" for h in results),
+                              took_ms=(time.perf_counter() - t0) * 1000)
 
     @api.get("/image/{product_id}", include_in_schema=False)
     async def image(self, product_id: str, v: str = "") -> Response:
@@ -341,11 +357,11 @@ def build_app(args: dict[str, Any] | SearchAppArgs) -> Any:
             **replicas, user_config=knobs,
             ray_actor_options={"num_cpus": 1, "memory": int(3.5 * GiB)}).bind(  # tower + index + ingress
             None, None, name, version, alias, tracking, a.default_k, a.poll_interval_s,
-            {"workdir": workdir, "device": a.index_device})
+            {"workdir": workdir, "device": a.index_device, "rerank": a.rerank})
     tower = QueryTower.options(**replicas, user_config={
         "max_batch_size": a.max_batch_size, "batch_wait_timeout_s": a.batch_wait_timeout_s}).bind(
         name, version, workdir, tracking)
     searcher = IndexSearcher.options(**replicas, user_config={"search_params": a.search_params}).bind(
-        name, version, workdir, tracking, a.index_device)
+        name, version, workdir, tracking, a.index_device, a.rerank)
     return SearchIngress.options(**replicas).bind(tower, searcher, name, version, alias, tracking, a.default_k,
                                                   a.poll_interval_s)

@@ -7,7 +7,8 @@
 
 The ranker (``vitrine.rerank``) is tied to the dense model it was trained with; ``vitrine evaluate --rerank``
 refuses another. Params, the candidates' recall, the feature-importance plot and the ranker itself are logged
-to MLflow.
+to MLflow. ``--attach=true`` (a registry model only) also tags that version with the logged ranker
+(``vitrine.reranker_uri``): the Serve app then orders that version's answers with it (``vitrine.index.reranked``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def run(job: RerankJob) -> dict[str, Any]:
     if not job.model or job.model == "bm25" or job.model.startswith("hybrid:"):
         raise ConfigError(f"--model {job.model!r}: the re-ranker needs the dense model whose scores it uses: "
                           "models:/<name>@<alias>, a model directory or 'pretrained'")
+    if job.attach and not registry.MODEL_URI.match(job.model):
+        raise ConfigError(f"--attach=true with --model {job.model!r}: only a registry version can carry a ranker; "
+                          "pass --model=models:/<name>@<alias> or models:/<name>/<version>")
     if job.trees < 1 or job.depth < 10:
         raise ConfigError(f"--trees={job.trees} / --depth={job.depth}: use at least 1 tree and 10 candidates a side")
     workdir = absolute(job.workdir)
@@ -91,12 +95,16 @@ def run(job: RerankJob) -> dict[str, Any]:
     registry.log_params(run_id, flatten(job))
     registry.log_metrics(run_id, {k: float(v) for k, v in figures.items()})
     plot_importance(reranker.importance(), out / "importance.png", f"re-ranker over BM25 + {label}")
-    registry.log_artifacts(run_id, out, "reranker")
+    uri = registry.log_artifacts(run_id, out, "reranker")
     registry.end_run(run_id)
+    if job.attach:
+        name, _, version = label.rpartition("/v")
+        registry.set_version_tag(name, version, registry.RERANKER_TAG, uri)
+        print(f"attached to {name} version {version}: the Serve app re-ranks its answers with {uri}", flush=True)
     print(f"re-ranker for {label}: {out} ({figures['queries']} queries, {figures['candidates']} candidates, "
           f"{figures['candidate_recall']:.3f} of relevant judged pairs among them; features "
           f"{figures['features_s']} s, fit {figures['fit_s']} s)", flush=True)
-    return {"out": str(out), "model": label, "run_id": run_id, **figures}
+    return {"out": str(out), "model": label, "run_id": run_id, "uri": uri, "attached": job.attach, **figures}
 
 
 def main(argv: list[str] | None = None) -> int:

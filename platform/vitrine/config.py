@@ -200,6 +200,7 @@ class RerankJob:
     judgments: str = str(SAMPLE_DIR / "homedepot_judgments.parquet")  # TRAIN judgments (never the validation set)
     embeddings: str = ""  # product vectors Parquet of --model (skip embedding the catalog)
     out: str = ""  # folder for reranker.txt + reranker.json ("" = <workdir>/rerankers/<model label>)
+    attach: bool = False  # tag the registry version of --model with the ranker: `vitrine serve` then re-ranks with it
     depth: int = 200  # candidates taken from each side (100: 0.445 / 0.792 on Home Depot; 200: 0.448 / 0.804)
     trees: int = 300
     seed: int = 0

@@ -25,6 +25,7 @@ from vitrine.lineage import CodeVersion, DataSnapshot
 log = logging.getLogger(__name__)
 
 INDEX_TAG = "vitrine.index_uri"
+RERANKER_TAG = "vitrine.reranker_uri"  # a `vitrine rerank --attach=true` ranker the Serve app applies
 MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -232,6 +233,11 @@ class ResolvedModel:
     def index_uri(self) -> str:
         """The index artifact URI recorded on the model version ('' if none was built yet)."""
         return self.tags.get(INDEX_TAG, "")
+
+    @property
+    def reranker_uri(self) -> str:
+        """The re-ranker artifact URI attached to the model version ('' if none)."""
+        return self.tags.get(RERANKER_TAG, "")
 
 
 def resolve_model(uri: str, cache_dir: str | Path) -> ResolvedModel:

@@ -54,11 +54,13 @@ def _trigrams(token: str) -> frozenset[str]:
     return frozenset(t[i:i + 3] for i in range(len(t) - 2))
 
 
-def match_features(query_tokens: list[str], title_tokens: list[str]) -> list[float]:
+def match_features(query_tokens: list[str], title_tokens: list[str],
+                   memo: dict[str, dict[str, float]] | None = None) -> list[float]:
     """The title-match features of one (query, title) pair, in ``FEATURES`` order from ``query_coverage``.
 
     Misspelt query words (frequent in real logs: "vynal", "toliet") count by their best character-trigram
-    Jaccard against a title word in ``fuzzy_coverage``.
+    Jaccard against a title word in ``fuzzy_coverage``. ``memo`` keeps those Jaccards across the candidates of
+    one query (titles share words): the values are the same with or without it, only faster.
     """
     qset, tset = set(query_tokens), set(title_tokens)
     common = qset & tset
@@ -72,9 +74,17 @@ def match_features(query_tokens: list[str], title_tokens: list[str]) -> list[flo
     first = float(bool(query_tokens) and query_tokens[0] in tset)
     positions = [title_tokens.index(t) / len(title_tokens) for t in common]
     fuzzy = 0.0
+    memo = {} if memo is None else memo
     for t in qset - tset:
-        g = _trigrams(t)
-        fuzzy += max((len(g & _trigrams(u)) / len(g | _trigrams(u)) for u in tset), default=0.0)
+        g, best, seen = _trigrams(t), 0.0, memo.setdefault(t, {})
+        for u in tset:
+            j = seen.get(u)
+            if j is None:
+                h = _trigrams(u)
+                j = seen[u] = len(g & h) / len(g | h)
+            if j > best:
+                best = j
+        fuzzy += best
     return [coverage, bigram_cov, number_match, last, first, float(len(query_tokens)), float(len(title_tokens)),
             min(positions) if positions else 1.0, float(bool(query_tokens) and " ".join(query_tokens) in title_text),
             (len(common) + fuzzy) / max(len(qset), 1)]
@@ -83,7 +93,8 @@ def match_features(query_tokens: list[str], title_tokens: list[str]) -> list[flo
 class CandidateBuilder:
     """Candidates (union of both sides' top ``depth``) and their feature rows, for batches of queries."""
 
-    def __init__(self, lexical, dense, titles: list[str], depth: int = 100) -> None:  # noqa: ANN001
+    def __init__(self, lexical, dense, titles: list[str], depth: int = 100) -> None:  # noqa: ANN001 - retrievers
+        """``dense`` may be None when only ``candidates`` is called (the served index searches instead)."""
         if depth < 10:
             raise ConfigError(f"rerank depth={depth}: take at least 10 candidates from each side")
         self.lexical, self.dense, self.titles, self.depth = lexical, dense, titles, depth
@@ -109,6 +120,13 @@ class CandidateBuilder:
                 all_rows.append(rows)
         return np.asarray(feats, np.float32).reshape(-1, len(FEATURES)), all_rows
 
+    def candidates(self, query: str, lexical: tuple[np.ndarray, np.ndarray], dense: tuple[np.ndarray, np.ndarray]
+                   ) -> tuple[np.ndarray, list[int]]:
+        """One query's feature rows and candidate rows from both sides' top ``(scores, rows)`` (a served index's)."""
+        feats: list[list[float]] = []
+        rows = self._one(query, lexical[0], lexical[1], dense[0], dense[1], feats)
+        return np.asarray(feats, np.float32).reshape(-1, len(FEATURES)), rows
+
     def _one(self, query: str, ls: np.ndarray, lr: np.ndarray, ds: np.ndarray, dr: np.ndarray,
              feats: list[list[float]]) -> list[int]:
         lex = {int(r): (float(s), rank) for rank, (s, r) in enumerate(zip(ls, lr, strict=True)) if r >= 0 and s > 0}
@@ -122,11 +140,12 @@ class CandidateBuilder:
         span = max(d_top - d_floor, 1e-6)
         agreement = float(len(set(lex) & set(den)))
         qt = tokens(query)
+        memo: dict[str, dict[str, float]] = {}
         for r in rows:
             b, b_rank = lex.get(r, (0.0, self.depth))
             d, d_rank = den.get(r, (d_floor, self.depth))
             feats.append([b, b / l_top, math.log1p(b_rank), d, d - d_top, (d - d_floor) / span, math.log1p(d_rank),
-                          float(r in lex and r in den), *match_features(qt, self._tt(r)), agreement])
+                          float(r in lex and r in den), *match_features(qt, self._tt(r), memo), agreement])
         return rows
 
 
@@ -215,9 +234,13 @@ class RerankRetriever:
         out_p = np.full((len(queries), k), -1, np.int64)
         start = 0
         for i, q_rows in enumerate(rows):
-            s = scores[start:start + len(q_rows)]
+            s, p = top_k(scores[start:start + len(q_rows)], q_rows, k)
             start += len(q_rows)
-            order = np.argsort(-s, kind="stable")[:k]
-            out_p[i, :len(order)] = np.asarray(q_rows, np.int64)[order]
-            out_s[i, :len(order)] = s[order]
+            out_p[i, :len(p)], out_s[i, :len(p)] = p, s
         return out_s, out_p
+
+
+def top_k(scores: np.ndarray, rows: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best candidates of one query by ranker score (ties keep candidate order): (scores, rows)."""
+    order = np.argsort(-scores, kind="stable")[:k]
+    return scores[order], np.asarray(rows, np.int64)[order]

@@ -29,7 +29,7 @@ T = TypeVar("T")
 NOT_FILTERABLE = {"product_id", "title", "title_weight", "image_weight", "has_image", "image"}
 
 
-def _locked(cache_dir: Path, key: str):  # noqa: ANN202 - a FileLock context manager
+def cache_lock(cache_dir: Path, key: str):  # noqa: ANN202 - a FileLock context manager
     """An inter-process lock (replicas of one node share the artifact cache)."""
     from filelock import FileLock
 
@@ -41,7 +41,7 @@ def resolve_version(name: str, version: str, cache_dir: str | Path) -> Any:
     """``models:/<name>/<version>`` -> ``ResolvedModel`` (download once per node, safe across processes)."""
     from vitrine import registry
 
-    with _locked(Path(cache_dir), f"{name}-{version}"):
+    with cache_lock(Path(cache_dir), f"{name}-{version}"):
         return registry.resolve_model(f"models:/{name}/{version}", cache_dir)
 
 
@@ -54,7 +54,7 @@ def load_version_index(model: Any, cache_dir: str | Path, device: str = "auto") 
                             f"(no '{registry.INDEX_TAG}' tag); run `vitrine index --model_uri="
                             f"models:/{model.name}/{model.version}` first")
     local = Path(cache_dir) / model.name / model.version / "index_dl"
-    with _locked(Path(cache_dir), f"{model.name}-{model.version}-index"):
+    with cache_lock(Path(cache_dir), f"{model.name}-{model.version}-index"):
         if not (local / "index" / "index_meta.json").is_file():
             registry.download(model.index_uri, local)
     return load_index(local / "index", expect_model_version=model.version, device=device)
@@ -152,10 +152,13 @@ class Catalog:
         if allowed is not None and not allowed.any():
             return []
         scores, rows = self.index.search(vector[None, :], k, allowed)
-        return [{"product_id": self.index.product_ids[r], "title": self.titles[r], "score": float(s),
-                 "title_weight": float(self.title_w[r]), "image_weight": float(self.image_w[r]),
-                 "has_image": bool(self.has_image[r])}
-                for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
+        return [self.hit(int(r), float(s)) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
+
+    def hit(self, row: int, score: float, stage: str = "dense") -> dict[str, Any]:
+        """The answer entry of one index row."""
+        return {"product_id": self.index.product_ids[row], "title": self.titles[row], "score": score,
+                "title_weight": float(self.title_w[row]), "image_weight": float(self.image_w[row]),
+                "has_image": bool(self.has_image[row]), "stage": stage}
 
 
 class ImageStore:

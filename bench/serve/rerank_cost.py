@@ -1,0 +1,146 @@
+"""Serve-time cost of re-ranking: per-query latency of the served search with and without the version's attached
+ranker, side by side in one process (each query timed on both paths, interleaved).
+
+    python -m bench.serve.rerank_cost                                   # bundled Home Depot sample (1,889 products)
+    python -m bench.serve.rerank_cost --catalog data/homedepot/catalog.parquet \\
+        --judgments data/homedepot/train/queries.parquet --queries data/homedepot/val/judgments.parquet
+
+Registers the zero-shot model in a throwaway registry under ``--workdir``, indexes ``--catalog`` (Flat), trains a
+ranker on ``--judgments`` and attaches it (``vitrine rerank --attach=true``), then loads both exactly as a Serve
+replica does (``vitrine.index.serving`` + ``vitrine.index.reranked``, one torch thread). Dense path: encode +
+index search. Re-ranked path: encode + BM25 + index search at the ranker's depth + title features + LightGBM.
+Prints JSON and saves ``<out>/rerank_cost_<catalog>.json``; the ranker's quality is not measured here
+(docs/quality.md is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from bench.serve.run import SAMPLE, percentiles
+
+REPO = Path(__file__).resolve().parents[2]
+NAME = "bench-rerank"
+
+
+def prepare(args: argparse.Namespace, work: Path) -> str:
+    """Register, index and attach a ranker; returns the registry version."""
+    from pipelines import embed_index
+    from pipelines.serve import register_zero_shot
+    from vitrine.cli import main as cli_main
+    from vitrine.config import DataConfig, IndexConfig, IndexJob, TrackingConfig
+
+    tracking = TrackingConfig(experiment=NAME, model_name=NAME)
+    data = DataConfig(catalog=str(args.catalog))
+    version = register_zero_shot(work, tracking, data=data)
+    embed_index.run_in_process(IndexJob(workdir=str(work), model_uri=f"models:/{NAME}/{version}", data=data,
+                                        tracking=tracking, index=IndexConfig(factory="Flat")))
+    rc = cli_main(["rerank", f"--model=models:/{NAME}/{version}", f"--workdir={work}", f"--catalog={args.catalog}",
+                   f"--judgments={args.judgments}", f"--embeddings={work / 'index_build' / version / 'embeddings'}",
+                   f"--depth={args.depth}", f"--trees={args.trees}", f"--out={work / 'ranker'}", "--attach=true"])
+    if rc:
+        raise SystemExit(f"vitrine rerank failed (exit {rc}); see the log above")
+    return version
+
+
+def measure(work: Path, version: str, queries: list[str], seconds: float, k: int) -> dict[str, Any]:
+    """Interleaved timing of both served paths, then the re-ranked path's parts on their own."""
+    import torch
+
+    from vitrine.index.embed import QueryEncoder
+    from vitrine.index.reranked import load_version_reranker
+    from vitrine.index.serving import Catalog, load_version_index, resolve_version
+
+    torch.set_num_threads(1)
+    cache = work / "cache"
+    model = resolve_version(NAME, version, cache)
+    catalog = Catalog(load_version_index(model, cache, "cpu"))
+    ranker = load_version_reranker(model, cache, catalog)
+    encode = QueryEncoder(model.local_dir, device="cpu")
+    for q in queries[:20]:
+        ranker.search(q, encode([q])[0], k)
+    enc, dense, rerank, n, stop = [], [], [], 0, time.monotonic() + seconds
+    while time.monotonic() < stop:
+        q = queries[n % len(queries)]
+        t0 = time.perf_counter()
+        vec = encode([q])[0]
+        t1 = time.perf_counter()
+        catalog.search(vec, k)
+        t2 = time.perf_counter()
+        ranker.search(q, vec, k)
+        t3 = time.perf_counter()
+        enc.append((t1 - t0) * 1000)
+        dense.append((t2 - t0) * 1000)
+        rerank.append((t1 - t0 + t3 - t2) * 1000)
+        n += 1
+    parts: dict[str, list[float]] = {"bm25": [], "index_at_depth": [], "features": [], "lightgbm": []}
+    for q in queries[:min(len(queries), 300)]:
+        vec = encode([q])[0]
+        t0 = time.perf_counter()
+        ls, lr = ranker.lexical.search([q], ranker.depth)
+        t1 = time.perf_counter()
+        ds, dr = catalog.index.search(vec[None, :], ranker.depth)
+        t2 = time.perf_counter()
+        x, _ = ranker.builder.candidates(q, (ls[0], lr[0]), (ds[0], dr[0]))
+        t3 = time.perf_counter()
+        ranker.reranker.score(x)
+        t4 = time.perf_counter()
+        for key, ms in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            parts[key].append(ms * 1000)
+    return {"products": len(catalog.titles), "queries_timed": n, "encode_p50_ms": round(float(np.median(enc)), 2),
+            "dense": percentiles(dense), "reranked": percentiles(rerank),
+            "ratio_p50_reranked_vs_dense": round(float(np.median(rerank) / np.median(dense)), 2),
+            "reranked_parts_p50_ms": {k: round(float(np.median(v)), 2) for k, v in parts.items()},
+            "ranker": ranker.info()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepare, measure, print and save JSON."""
+    from vitrine.evaluate import judgments_by_query
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--catalog", type=Path, default=SAMPLE / "homedepot_products.parquet")
+    p.add_argument("--judgments", type=Path, default=SAMPLE / "homedepot_judgments.parquet",
+                   help="judged queries the ranker is trained on")
+    p.add_argument("--queries", type=Path, default=None, help="judgments whose queries are timed (default: "
+                                                                 "--judgments')")
+    p.add_argument("--depth", type=int, default=200)
+    p.add_argument("--trees", type=int, default=300)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench" / "rerank_cost")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = p.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for path in (args.catalog, args.judgments, args.queries or args.judgments):
+        if not path.exists():
+            raise SystemExit(f"{path}: no such file; see `python -m bench.serve.rerank_cost --help`")
+    if args.seconds <= 0:
+        raise SystemExit(f"--seconds {args.seconds}: time each path for a positive number of seconds")
+    work = args.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    version = prepare(args, work)
+    queries = sorted(judgments_by_query(pq.read_table(args.queries or args.judgments)))
+    report = {"catalog": str(args.catalog), "model": "zero-shot", "index": "Flat", "k": args.k,
+              "queries": len(queries), **measure(work, version, queries, args.seconds, args.k),
+              "host": {"machine": platform.machine(), "python": platform.python_version()},
+              "command": " ".join(["python -m bench.serve.rerank_cost", *(sys.argv[1:] if argv is None else argv)])}
+    text = json.dumps(report, indent=1)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"rerank_cost_{args.catalog.stem}.json").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

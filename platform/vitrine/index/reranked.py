@@ -1,0 +1,90 @@
+"""Re-ranking at serve time: the ``vitrine rerank`` ranker attached to a registry version orders BM25 + index
+candidates for each query, as ``vitrine evaluate --rerank`` does offline.
+
+A ranker is attached with ``vitrine rerank --attach=true``: a ``vitrine.reranker_uri`` tag on the registry version
+whose scores it was trained with. The server loads it with that version's index and refuses a ranker trained with
+another version's scores (its dense features would mean something else). Differences from the offline path, by
+design: the dense candidates come from the served index (exact only for ``Flat``; an approximate index returns
+its own top ``depth``), and attribute filters restrict both sides' candidates before ranking. When fewer than k
+candidates exist, the rest of the answer follows in dense order, marked ``stage="dense"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitrine.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+
+class ServedReranker:
+    """BM25 over a served catalog's titles + the trained ranker, answering one query vector at a time."""
+
+    def __init__(self, catalog: Any, reranker: Any, uri: str = "") -> None:  # serving.Catalog, rerank.Reranker
+        from vitrine.evaluate import BM25Retriever
+        from vitrine.rerank import CandidateBuilder
+
+        self.catalog, self.reranker, self.uri = catalog, reranker, uri
+        self.depth = int(reranker.meta["depth"])
+        self.lexical = BM25Retriever(list(catalog.index.product_ids), catalog.titles)
+        self.builder = CandidateBuilder(self.lexical, None, catalog.titles, self.depth)
+
+    def info(self) -> dict[str, Any]:
+        """What ``GET /model`` shows of the ranker."""
+        keep = ("model", "depth", "trees", "queries", "candidate_recall", "judgments", "catalog")
+        return {"uri": self.uri, **{k: self.reranker.meta[k] for k in keep if k in self.reranker.meta}}
+
+    def search(self, query: str, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
+               ) -> list[tuple[int, float, str]]:
+        """Top-k ``(row, score, stage)`` of one query: ranker-ordered candidates, then dense hits if short."""
+        from vitrine.rerank import top_k
+
+        ls, lr = self.lexical.search([query], self.depth)
+        ls, lr = ls[0], np.asarray(lr[0], np.int64)
+        if allowed is not None:
+            lr = np.where((lr >= 0) & allowed[np.clip(lr, 0, len(allowed) - 1)], lr, -1)
+        ds, dr = self.catalog.index.search(vector[None, :], max(self.depth, k), allowed)
+        ds, dr = ds[0], dr[0]
+        x, rows = self.builder.candidates(query, (ls, lr), (ds[:self.depth], dr[:self.depth]))
+        scores, best = top_k(self.reranker.score(x), rows, k)
+        out = [(int(r), float(s), "rerank") for s, r in zip(scores, best, strict=True)]
+        if len(out) < k:
+            pool = set(rows)
+            out += [(int(r), float(s), "dense") for s, r in zip(ds, dr, strict=True)
+                    if r >= 0 and int(r) not in pool][:k - len(out)]
+        return out
+
+
+def load_version_reranker(model: Any, cache_dir: str | Path, catalog: Any) -> ServedReranker | None:
+    """The ranker attached to a resolved registry version (None when it has none); refuses another version's."""
+    from vitrine import registry
+    from vitrine.errors import ConfigError
+    from vitrine.index.serving import cache_lock
+    from vitrine.rerank import Reranker
+
+    if not model.reranker_uri:
+        return None
+    local = Path(cache_dir) / model.name / model.version / "reranker_dl"
+    with cache_lock(Path(cache_dir), f"{model.name}-{model.version}-reranker"):
+        if not (local / "reranker" / "reranker.json").is_file():
+            registry.download(model.reranker_uri, local)
+    try:
+        ranker = Reranker.load(local / "reranker")
+    except ConfigError as exc:
+        raise RegistryError(f"model {model.name} version {model.version}: its '{registry.RERANKER_TAG}' tag "
+                            f"({model.reranker_uri}) is not a usable ranker: {exc}") from None
+    expected = f"{model.name}/v{model.version}"
+    if ranker.meta.get("model") != expected:
+        raise RegistryError(f"model {model.name} version {model.version}: the attached ranker "
+                            f"({model.reranker_uri}) was trained with the scores of {ranker.meta.get('model')}, "
+                            f"not of {expected}; retrain it with `vitrine rerank --model=models:/{model.name}/"
+                            f"{model.version} --attach=true`, or delete the tag")
+    served = ServedReranker(catalog, ranker, model.reranker_uri)
+    log.info("version %s re-ranks with %s (depth %d, %s trees)", model.version, model.reranker_uri, served.depth,
+             ranker.meta.get("trees"))
+    return served

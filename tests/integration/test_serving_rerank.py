@@ -1,0 +1,155 @@
+"""A re-ranker attached to a registry version and served: ``vitrine rerank --attach=true``, then ``POST /search``
+on a local Ray cluster answers in the ranker's order, the order ``vitrine evaluate --rerank`` gives offline.
+
+Real parts throughout: the bundled Home Depot sample (1,889 products, 300 judged queries), the zero-shot model
+registered in a sqlite MLflow, a Flat FAISS index, LightGBM, Ray Serve over HTTP on port 8134.
+"""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from pipelines import embed_index
+from pipelines.serve import register_zero_shot
+from vitrine import registry
+from vitrine.cli import main
+from vitrine.config import SAMPLE_DIR, DataConfig, IndexConfig, IndexJob, TrackingConfig
+
+pytestmark = pytest.mark.ray
+PORT = 8134
+URL = f"http://127.0.0.1:{PORT}"
+NAME = "rerank-it"
+QUERIES = 40
+
+
+def _ranked(path) -> dict[str, list[str]]:
+    table = pq.read_table(path).to_pylist()
+    out: dict[str, list[str]] = {}
+    for row in sorted(table, key=lambda r: (r["query"], r["rank"])):
+        out.setdefault(row["query"], []).append(row["product_id"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """v1 (zero-shot, Flat index) @champion with a ranker attached; the offline rankings; the app on 8134."""
+    import ray
+    from ray import serve
+
+    from deployments.search_app import SearchAppArgs, build_app
+    work = tmp_path_factory.mktemp("serve-rerank")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    tracking = TrackingConfig(experiment="rerank-it", model_name=NAME)
+    data = DataConfig(catalog=str(SAMPLE_DIR / "homedepot_products.parquet"))
+    v1 = register_zero_shot(work, tracking, alias="champion", data=data)
+    embed_index.run_in_process(IndexJob(workdir=str(work), model_uri=f"models:/{NAME}/{v1}", data=data,
+                                        tracking=tracking, index=IndexConfig(factory="Flat")))
+    emb = work / "index_build" / v1 / "embeddings"
+    model = f"--model=models:/{NAME}/{v1}"
+    common = [f"--workdir={work}", f"--embeddings={emb}"]
+    assert main(["rerank", model, *common, f"--out={work / 'ranker'}", "--trees=60", "--attach=true"]) == 0
+    for name, extra in (("reranked", ["--rerank", str(work / "ranker")]), ("dense", [])):
+        assert main(["evaluate", model, *common, "--k=1000", f"--run-output={work / name}.parquet", *extra]) == 0
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    serve.run(build_app(SearchAppArgs(model_uri=f"models:/{NAME}@champion", workdir=str(work),
+                                      tracking_uri=mlflow.get_tracking_uri(), poll_interval_s=0)),
+              name="vitrine-rerank-it", route_prefix="/")
+    yield {"work": work, "v1": v1, "reranked": _ranked(work / "reranked.parquet"),
+           "dense": _ranked(work / "dense.parquet")}
+    serve.shutdown()
+    ray.shutdown()
+    mlflow.set_tracking_uri(None)
+
+
+def _search(query: str, k: int = 10, **extra) -> dict:
+    r = requests.post(f"{URL}/search", json={"query": query, "k": k, **extra}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_served_answers_follow_the_offline_reranker(served):
+    queries = sorted(served["reranked"])[:QUERIES]
+    same = 0
+    for q in queries:
+        body = _search(q)
+        assert body["reranked"] and {h["stage"] for h in body["results"]} == {"rerank"}
+        scores = [h["score"] for h in body["results"]]
+        assert scores == sorted(scores, reverse=True)
+        same += [h["product_id"] for h in body["results"]] == served["reranked"][q][:10]
+    # The offline path searches the same vectors exactly (Flat both sides): the orders must agree.
+    assert same == len(queries), f"{same} of {len(queries)} served top-10s equal the offline re-ranker's"
+    # ... and the ranker does change the order: dense-only answers differ for most queries.
+    assert sum(served["reranked"][q][:10] != served["dense"][q][:10] for q in queries) > len(queries) // 2
+
+
+def test_rerank_false_answers_in_dense_order(served):
+    for q in sorted(served["dense"])[:10]:
+        body = _search(q, rerank=False)
+        assert not body["reranked"] and {h["stage"] for h in body["results"]} == {"dense"}
+        assert [h["product_id"] for h in body["results"]] == served["dense"][q][:10]
+
+
+def test_k_beyond_the_candidates_continues_in_dense_order(served):
+    q = sorted(served["reranked"])[0]
+    hits = _search(q, k=1000)["results"]
+    stages = [h["stage"] for h in hits]
+    ids = [h["product_id"] for h in hits]
+    assert len(hits) == 1000 and len(set(ids)) == 1000
+    n = stages.count("rerank")
+    assert 10 <= n <= 400 and stages == ["rerank"] * n + ["dense"] * (1000 - n)
+    assert ids[:n] == served["reranked"][q][:n]
+    tail = [p for p in served["dense"][q] if p not in set(ids[:n])]
+    assert ids[n:] == tail[:1000 - n]
+
+
+def test_model_reports_the_attached_ranker(served):
+    info = requests.get(f"{URL}/model", timeout=30).json()
+    ranker = info["reranker"]
+    assert ranker["uri"].startswith("runs:/") and ranker["uri"].endswith("/reranker")
+    assert ranker["model"] == f"{NAME}/v{served['v1']}" and ranker["depth"] == 200 and ranker["trees"] == 60
+    tags = mlflow.MlflowClient().get_model_version(NAME, served["v1"]).tags
+    assert tags[registry.RERANKER_TAG] == ranker["uri"]
+
+
+def test_filters_restrict_the_reranked_candidates(served):
+    """Filters apply before ranking (in-process: the Home Depot sample has no attribute column to filter on)."""
+    from vitrine.index.embed import QueryEncoder
+    from vitrine.index.reranked import load_version_reranker
+    from vitrine.index.serving import Catalog, load_version_index, resolve_version
+
+    cache = served["work"] / "cache"
+    model = resolve_version(NAME, served["v1"], cache)
+    catalog = Catalog(load_version_index(model, cache, "cpu"))
+    ranker = load_version_reranker(model, cache, catalog)
+    q = sorted(served["reranked"])[1]
+    vec = QueryEncoder(model.local_dir)([q])[0]
+    full = ranker.search(q, vec, 10)
+    assert [catalog.index.product_ids[r] for r, _, _ in full] == served["reranked"][q][:10]
+    allowed = np.ones(len(catalog.titles), bool)
+    allowed[[r for r, _, _ in full[::2]]] = False  # every other hit of the unfiltered answer is filtered out
+    kept = ranker.search(q, vec, 10, allowed)
+    assert len(kept) == 10 and all(allowed[r] for r, _, _ in kept) and {s for _, _, s in kept} == {"rerank"}
+
+
+def test_a_ranker_of_another_version_is_refused(served, capsys):
+    from vitrine.errors import RegistryError
+    from vitrine.index.reranked import load_version_reranker
+    from vitrine.index.serving import resolve_version
+
+    client = mlflow.MlflowClient()
+    v2 = registry.register_model(NAME, client.get_model_version(NAME, served["v1"]).run_id, None)
+    uri = client.get_model_version(NAME, served["v1"]).tags[registry.RERANKER_TAG]
+    registry.set_version_tag(NAME, v2, registry.RERANKER_TAG, uri)
+    model = resolve_version(NAME, v2, served["work"] / "cache")
+    with pytest.raises(RegistryError, match=f"trained with the scores of {NAME}/v{served['v1']}, not of {NAME}/v{v2}"):
+        load_version_reranker(model, served["work"] / "cache", None)
+    assert main(["rerank", "--model=pretrained", "--attach=true", f"--workdir={served['work']}"]) == 2
+    assert "only a registry version can carry a ranker" in capsys.readouterr().err
