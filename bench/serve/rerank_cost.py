@@ -9,8 +9,8 @@ Registers the zero-shot model in a throwaway registry under ``--workdir``, index
 ranker on ``--judgments`` and attaches it (``vitrine rerank --attach=true``), then loads both exactly as a Serve
 replica does (``vitrine.index.serving`` + ``vitrine.index.reranked``, one torch thread). Dense path: encode +
 index search. Re-ranked path: encode + BM25 + index search at the ranker's depth + title features + LightGBM.
-Prints JSON and saves ``<out>/rerank_cost_<catalog>.json``; the ranker's quality is not measured here
-(docs/quality.md is).
+Also the memory the ranker adds to the process (RSS, after loading and after the timing). Prints JSON and saves
+``<out>/rerank_cost_<catalog>.json``; the ranker's quality is not measured here (docs/quality.md is).
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def measure(work: Path, version: str, queries: list[str], seconds: float, k: int
     cache = work / "cache"
     model = resolve_version(NAME, version, cache)
     catalog = Catalog(load_version_index(model, cache, "cpu"))
+    rss0 = _rss_mb()
     ranker = load_version_reranker(model, cache, catalog)
+    rss1 = _rss_mb()
     encode = QueryEncoder(model.local_dir, device="cpu")
     for q in queries[:20]:
         ranker.search(q, encode([q])[0], k)
@@ -97,11 +99,19 @@ def measure(work: Path, version: str, queries: list[str], seconds: float, k: int
         t4 = time.perf_counter()
         for key, ms in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             parts[key].append(ms * 1000)
+    rss2 = _rss_mb()
     return {"products": len(catalog.titles), "queries_timed": n, "encode_p50_ms": round(float(np.median(enc)), 2),
             "dense": percentiles(dense), "reranked": percentiles(rerank),
             "ratio_p50_reranked_vs_dense": round(float(np.median(rerank) / np.median(dense)), 2),
             "reranked_parts_p50_ms": {k: round(float(np.median(v)), 2) for k, v in parts.items()},
+            "ranker_memory_mb": {"loaded": round(rss1 - rss0, 1), "after_timing": round(rss2 - rss0, 1)},
             "ranker": ranker.info()}
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench" / "rerank_cost")
+    p.add_argument("--version", default="", help="time this registry version of an earlier run in --workdir "
+                                                 "(skips registering, indexing and training the ranker)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -129,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--seconds {args.seconds}: time each path for a positive number of seconds")
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    version = prepare(args, work)
+    version = args.version or prepare(args, work)
     queries = sorted(judgments_by_query(pq.read_table(args.queries or args.judgments)))
     report = {"catalog": str(args.catalog), "model": "zero-shot", "index": "Flat", "k": args.k,
               "queries": len(queries), **measure(work, version, queries, args.seconds, args.k),

@@ -79,3 +79,18 @@ def test_reranker_refusals(tmp_path):
         Reranker.fit(x, np.zeros(4, np.int32), [4], {})
     with pytest.raises(ConfigError, match="depth=5"):
         CandidateBuilder(None, None, [], depth=5)
+
+
+def test_memoised_fuzzy_coverage_gives_the_same_features():
+    """The per-query memo of trigram Jaccards (shared across candidates) must not change any value."""
+    titles = ["Toilet Seat Elongated White", "Vinyl Plank Flooring 6 in.", "Toilet Flange Repair Kit",
+              "Elongated Bowl Toilet in White", "Vinyl Tile Adhesive", "Seat Hinge for Toilets"]
+    for query in ("toliet seat elongatd", "vynal plank 6 in", "white bowl"):
+        q, memo = tokens(query), {}
+        for title in titles:
+            assert match_features(q, tokens(title), memo) == match_features(q, tokens(title))
+        assert memo  # it was used
+    fuzzy = FEATURES.index("fuzzy_coverage") - FEATURES.index("query_coverage")
+    # "seat" matches; "toliet" ~ "toilet" share #to and et# of 10 trigrams: 0.2; "elongatd" ~ "elongated": 6/11
+    assert match_features(tokens("toliet seat elongatd"), tokens(titles[0]))[fuzzy] == pytest.approx(
+        (1 + 2 / 10 + 6 / 11) / 3)
