@@ -119,7 +119,7 @@ class IndexSearcher:
 
     def __init__(self, name: str, version: str, workdir: str, tracking_uri: str, device: str = "auto",
                  rerank: bool = True) -> None:
-        from vitrine.index.reranked import ServedReranker, load_version_reranker
+        from vitrine.index.reranked import ServedReranker, fetch_version_reranker
         from vitrine.index.serving import Catalog, ImageStore, VersionCache, load_version_index, resolve_version
 
         _tracking(tracking_uri)
@@ -128,11 +128,12 @@ class IndexSearcher:
 
         def load(v: str) -> tuple[Catalog, ImageStore, ServedReranker | None]:
             model = resolve_version(name, v, cache)
+            ranker = fetch_version_reranker(model, cache) if rerank else None  # refused before the index loads
             index = load_version_index(model, cache, device)
             index.set_search_params(self.search_params, strict=False)
             catalog = Catalog(index)
-            ranker = load_version_reranker(model, cache, catalog) if rerank else None
-            return catalog, ImageStore(str(index.meta.get("catalog", ""))), ranker
+            served = ServedReranker(catalog, ranker, model.reranker_uri) if ranker else None
+            return catalog, ImageStore(str(index.meta.get("catalog", ""))), served
 
         self.versions = VersionCache(load)
         self.versions.get(version)

@@ -100,7 +100,9 @@ def run(job: RerankJob) -> dict[str, Any]:
     if job.attach:
         name, _, version = label.rpartition("/v")
         registry.set_version_tag(name, version, registry.RERANKER_TAG, uri)
-        print(f"attached to {name} version {version}: the Serve app re-ranks its answers with {uri}", flush=True)
+        print(f"attached to {name} version {version}: a Serve app re-ranks that version's answers with {uri} "
+              "when it loads the version (on promotion to its alias, or on a redeploy if it serves it already)",
+              flush=True)
     print(f"re-ranker for {label}: {out} ({figures['queries']} queries, {figures['candidates']} candidates, "
           f"{figures['candidate_recall']:.3f} of relevant judged pairs among them; features "
           f"{figures['features_s']} s, fit {figures['fit_s']} s)", flush=True)

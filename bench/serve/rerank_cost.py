@@ -9,7 +9,8 @@ Registers the zero-shot model in a throwaway registry under ``--workdir``, index
 ranker on ``--judgments`` and attaches it (``vitrine rerank --attach=true``), then loads both exactly as a Serve
 replica does (``vitrine.index.serving`` + ``vitrine.index.reranked``, one torch thread). Dense path: encode +
 index search. Re-ranked path: encode + BM25 + index search at the ranker's depth + title features + LightGBM.
-Also the memory the ranker adds to the process (RSS, after loading and after the timing). Prints JSON and saves
+Also the memory the ranker adds to a warm dense replica (RSS, after loading it and after the timing, which
+fills its caches of title tokens and trigrams). Prints JSON and saves
 ``<out>/rerank_cost_<catalog>.json``; the ranker's quality is not measured here (docs/quality.md is).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -65,10 +67,12 @@ def measure(work: Path, version: str, queries: list[str], seconds: float, k: int
     cache = work / "cache"
     model = resolve_version(NAME, version, cache)
     catalog = Catalog(load_version_index(model, cache, "cpu"))
-    rss0 = _rss_mb()
+    encode = QueryEncoder(model.local_dir, device="cpu")
+    for q in queries[:20]:
+        catalog.search(encode([q])[0], k)
+    rss0 = _rss_mb()  # a dense replica, warm
     ranker = load_version_reranker(model, cache, catalog)
     rss1 = _rss_mb()
-    encode = QueryEncoder(model.local_dir, device="cpu")
     for q in queries[:20]:
         ranker.search(q, encode([q])[0], k)
     enc, dense, rerank, n, stop = [], [], [], 0, time.monotonic() + seconds
@@ -109,9 +113,13 @@ def measure(work: Path, version: str, queries: list[str], seconds: float, k: int
 
 
 def _rss_mb() -> float:
-    import psutil
+    """This process's resident memory (Linux ``/proc``; elsewhere the peak so far)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
 
-    return psutil.Process().memory_info().rss / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--seconds {args.seconds}: time each path for a positive number of seconds")
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    if args.version:
+        from vitrine import registry
+        from vitrine.config import TrackingConfig
+
+        registry.setup(TrackingConfig(experiment=NAME, model_name=NAME), work)  # the earlier run's registry
     version = args.version or prepare(args, work)
     queries = sorted(judgments_by_query(pq.read_table(args.queries or args.judgments)))
     report = {"catalog": str(args.catalog), "model": "zero-shot", "index": "Flat", "k": args.k,

@@ -10,6 +10,7 @@ Unjudged retrieved products count as irrelevant. Queries without any relevant pr
 from __future__ import annotations
 
 import math
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,18 +96,23 @@ class BM25Retriever:
         import Stemmer
 
         self.ids = product_ids
+        self.lock = threading.Lock()  # PyStemmer's stemmer must not be called concurrently (Serve's thread pool)
         self.stemmer = Stemmer.Stemmer("english")
         self.index = bm25s.BM25()
         self.index.index(bm25s.tokenize(titles, stopwords="en", stemmer=self.stemmer, show_progress=False),
                          show_progress=False)
 
-    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, row positions) per query."""
+    def search(self, queries: list[str], k: int, allowed: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row positions) per query; ``allowed`` (N,) bool keeps only those rows (filters: the
+        others score 0, and the caller drops zero scores)."""
         import bm25s
 
         k = min(k, len(self.ids))
-        tokens = bm25s.tokenize(queries, stopwords="en", stemmer=self.stemmer, show_progress=False)
-        rows, scores = self.index.retrieve(tokens, k=k, show_progress=False, n_threads=0)
+        mask = None if allowed is None else allowed.astype(np.float32)
+        with self.lock:
+            tokens = bm25s.tokenize(queries, stopwords="en", stemmer=self.stemmer, show_progress=False)
+            rows, scores = self.index.retrieve(tokens, k=k, show_progress=False, n_threads=0, weight_mask=mask)
         return scores, rows
 
 

@@ -2,11 +2,12 @@
 candidates for each query, as ``vitrine evaluate --rerank`` does offline.
 
 A ranker is attached with ``vitrine rerank --attach=true``: a ``vitrine.reranker_uri`` tag on the registry version
-whose scores it was trained with. The server loads it with that version's index and refuses a ranker trained with
-another version's scores (its dense features would mean something else). Differences from the offline path, by
-design: the dense candidates come from the served index (exact only for ``Flat``; an approximate index returns
-its own top ``depth``), and attribute filters restrict both sides' candidates before ranking. When fewer than k
-candidates exist, the rest of the answer follows in dense order, marked ``stage="dense"``.
+whose scores it was trained with. The server loads it with that version (so on promotion, or on a redeploy for
+the version it already serves) and refuses a ranker trained with another version's scores (its dense features
+would mean something else). Differences from the offline path, by design: the dense candidates come from the
+served index (exact only for ``Flat``; an approximate index returns its own top ``depth``), and attribute
+filters restrict both sides before ranking (BM25 and the index each take their top ``depth`` among the matching
+products). When fewer than k candidates exist, the answer continues in dense order, marked ``stage="dense"``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class ServedReranker:
         self.depth = int(reranker.meta["depth"])
         self.lexical = BM25Retriever(list(catalog.index.product_ids), catalog.titles)
         self.builder = CandidateBuilder(self.lexical, None, catalog.titles, self.depth)
+        log.info("re-ranking with %s (%s, depth %d, %s trees)", uri, reranker.meta.get("model"), self.depth,
+                 reranker.meta.get("trees"))
 
     def info(self) -> dict[str, Any]:
         """What ``GET /model`` shows of the ranker."""
@@ -44,10 +47,8 @@ class ServedReranker:
         """Top-k ``(row, score, stage)`` of one query: ranker-ordered candidates, then dense hits if short."""
         from vitrine.rerank import top_k
 
-        ls, lr = self.lexical.search([query], self.depth)
+        ls, lr = self.lexical.search([query], self.depth, allowed)  # a filtered-out product scores 0: dropped
         ls, lr = ls[0], np.asarray(lr[0], np.int64)
-        if allowed is not None:
-            lr = np.where((lr >= 0) & allowed[np.clip(lr, 0, len(allowed) - 1)], lr, -1)
         ds, dr = self.catalog.index.search(vector[None, :], max(self.depth, k), allowed)
         ds, dr = ds[0], dr[0]
         x, rows = self.builder.candidates(query, (ls, lr), (ds[:self.depth], dr[:self.depth]))
@@ -60,31 +61,44 @@ class ServedReranker:
         return out
 
 
-def load_version_reranker(model: Any, cache_dir: str | Path, catalog: Any) -> ServedReranker | None:
-    """The ranker attached to a resolved registry version (None when it has none); refuses another version's."""
+def fetch_version_reranker(model: Any, cache_dir: str | Path) -> Any:
+    """The ``Reranker`` attached to a resolved registry version (None when it has none), downloaded once per
+    attached URI (re-attaching a new ranker to a version downloads it again); refuses another version's."""
+    import hashlib
+    import shutil
+
     from vitrine import registry
     from vitrine.errors import ConfigError
     from vitrine.index.serving import cache_lock
     from vitrine.rerank import Reranker
 
-    if not model.reranker_uri:
+    uri = model.reranker_uri
+    if not uri:
         return None
-    local = Path(cache_dir) / model.name / model.version / "reranker_dl"
-    with cache_lock(Path(cache_dir), f"{model.name}-{model.version}-reranker"):
+    key = hashlib.sha1(uri.encode()).hexdigest()[:16]
+    local = Path(cache_dir) / model.name / model.version / "reranker_dl" / key
+    with cache_lock(Path(cache_dir), f"{model.name}-{model.version}-reranker-{key}"):
         if not (local / "reranker" / "reranker.json").is_file():
-            registry.download(model.reranker_uri, local)
+            tmp = local.with_name(key + ".part")
+            shutil.rmtree(tmp, ignore_errors=True)
+            registry.download(uri, tmp)
+            shutil.rmtree(local, ignore_errors=True)
+            tmp.rename(local)
     try:
         ranker = Reranker.load(local / "reranker")
     except ConfigError as exc:
         raise RegistryError(f"model {model.name} version {model.version}: its '{registry.RERANKER_TAG}' tag "
-                            f"({model.reranker_uri}) is not a usable ranker: {exc}") from None
+                            f"({uri}) is not a usable ranker: {exc}") from None
     expected = f"{model.name}/v{model.version}"
     if ranker.meta.get("model") != expected:
-        raise RegistryError(f"model {model.name} version {model.version}: the attached ranker "
-                            f"({model.reranker_uri}) was trained with the scores of {ranker.meta.get('model')}, "
-                            f"not of {expected}; retrain it with `vitrine rerank --model=models:/{model.name}/"
-                            f"{model.version} --attach=true`, or delete the tag")
-    served = ServedReranker(catalog, ranker, model.reranker_uri)
-    log.info("version %s re-ranks with %s (depth %d, %s trees)", model.version, model.reranker_uri, served.depth,
-             ranker.meta.get("trees"))
-    return served
+        raise RegistryError(f"model {model.name} version {model.version}: the attached ranker ({uri}) was trained "
+                            f"with the scores of {ranker.meta.get('model')}, not of {expected}; retrain it with "
+                            f"`vitrine rerank --model=models:/{model.name}/{model.version} --attach=true`, or "
+                            "delete the tag")
+    return ranker
+
+
+def load_version_reranker(model: Any, cache_dir: str | Path, catalog: Any) -> ServedReranker | None:
+    """``fetch_version_reranker`` plus BM25 over the served catalog: what a replica answers with."""
+    ranker = fetch_version_reranker(model, cache_dir)
+    return None if ranker is None else ServedReranker(catalog, ranker, model.reranker_uri)
