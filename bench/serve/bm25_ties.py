@@ -52,12 +52,11 @@ class ByRow:
 
 def main(argv: list[str] | None = None) -> int:
     """Time both selections and compare the served re-ranker's answers."""
-    from vitrine import registry
-    from vitrine.config import TrackingConfig
+    from bench.serve.rerank_cost import open_version
+    from vitrine.errors import VitrineError
     from vitrine.evaluate import judgments_by_query
     from vitrine.index.embed import QueryEncoder
     from vitrine.index.reranked import load_version_reranker
-    from vitrine.index.serving import Catalog, load_version_index, resolve_version
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--version", required=True, help="a version bench.serve.rerank_cost prepared in --workdir")
@@ -67,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
     work = args.workdir.resolve()
-    registry.setup(TrackingConfig(experiment="bench-rerank", model_name="bench-rerank"), work)
-    model = resolve_version("bench-rerank", args.version, work / "cache")
-    catalog = Catalog(load_version_index(model, work / "cache", "cpu"))
-    ranker = load_version_reranker(model, work / "cache", catalog)
+    try:
+        model, catalog = open_version(work, args.version)
+        ranker = load_version_reranker(model, work / "cache", catalog)
+    except VitrineError as exc:
+        raise SystemExit(f"bench.serve.bm25_ties: {exc}") from None
+    if ranker is None:
+        raise SystemExit(f"bench.serve.bm25_ties: version {args.version} has no attached ranker; run "
+                         "bench.serve.rerank_cost first")
     queries = sorted(judgments_by_query(pq.read_table(args.queries)))[:args.limit]
     library, by_row = ranker.lexical, ByRow(ranker.lexical)
     timing, results = {}, {}

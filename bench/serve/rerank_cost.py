@@ -55,23 +55,31 @@ def prepare(args: argparse.Namespace, work: Path) -> str:
     return version
 
 
+def open_version(work: Path, version: str) -> tuple[Any, Any]:
+    """A version this benchmark registered in ``work``, resolved, with its index loaded as a replica does."""
+    from vitrine import registry
+    from vitrine.config import TrackingConfig
+    from vitrine.index.serving import Catalog, load_version_index, resolve_version
+
+    registry.setup(TrackingConfig(experiment=NAME, model_name=NAME), work)
+    model = resolve_version(NAME, version, work / "cache")
+    return model, Catalog(load_version_index(model, work / "cache", "cpu"))
+
+
 def measure(work: Path, version: str, queries: list[str], seconds: float, k: int) -> dict[str, Any]:
     """Interleaved timing of both served paths, then the re-ranked path's parts on their own."""
     import torch
 
     from vitrine.index.embed import QueryEncoder
     from vitrine.index.reranked import load_version_reranker
-    from vitrine.index.serving import Catalog, load_version_index, resolve_version
 
     torch.set_num_threads(1)
-    cache = work / "cache"
-    model = resolve_version(NAME, version, cache)
-    catalog = Catalog(load_version_index(model, cache, "cpu"))
+    model, catalog = open_version(work, version)
     encode = QueryEncoder(model.local_dir, device="cpu")
     for q in queries[:20]:
         catalog.search(encode([q])[0], k)
     rss0 = _rss_mb()  # a dense replica, warm
-    ranker = load_version_reranker(model, cache, catalog)
+    ranker = load_version_reranker(model, work / "cache", catalog)
     rss1 = _rss_mb()
     for q in queries[:20]:
         ranker.search(q, encode([q])[0], k)
@@ -124,6 +132,7 @@ def _rss_mb() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Prepare, measure, print and save JSON."""
+    from vitrine.errors import VitrineError
     from vitrine.evaluate import judgments_by_query
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -149,15 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--seconds {args.seconds}: time each path for a positive number of seconds")
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    if args.version:
-        from vitrine import registry
-        from vitrine.config import TrackingConfig
-
-        registry.setup(TrackingConfig(experiment=NAME, model_name=NAME), work)  # the earlier run's registry
-    version = args.version or prepare(args, work)
-    queries = sorted(judgments_by_query(pq.read_table(args.queries or args.judgments)))
+    try:
+        version = args.version or prepare(args, work)
+        queries = sorted(judgments_by_query(pq.read_table(args.queries or args.judgments)))
+        figures = measure(work, version, queries, args.seconds, args.k)
+    except VitrineError as exc:
+        raise SystemExit(f"bench.serve.rerank_cost: {exc}") from None
     report = {"catalog": str(args.catalog), "model": "zero-shot", "index": "Flat", "k": args.k,
-              "queries": len(queries), **measure(work, version, queries, args.seconds, args.k),
+              "queries": len(queries), **figures,
               "host": {"machine": platform.machine(), "python": platform.python_version()},
               "command": " ".join(["python -m bench.serve.rerank_cost", *(sys.argv[1:] if argv is None else argv)])}
     text = json.dumps(report, indent=1)
