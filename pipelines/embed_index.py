@@ -27,13 +27,25 @@ import pyarrow.parquet as pq
 from pipelines.common import absolute, catalog_index, ray_session
 from vitrine import registry
 from vitrine.catalog.io import catalog_columns
-from vitrine.config import IndexJob, flatten
-from vitrine.errors import VitrineError
+from vitrine.config import IndexConfig, IndexJob, flatten
+from vitrine.errors import ConfigError, VitrineError
 from vitrine.index.embed import ProductEmbedder
 from vitrine.index.faiss_index import IndexSpec, recall_at_k, save_index, timed_build
 from vitrine.model.store import verify_model_dir
 
 log = logging.getLogger(__name__)
+
+
+def embedder_kwargs(model_dir: Path, job: IndexJob) -> dict[str, Any]:
+    """``ProductEmbedder``'s constructor arguments for this job (a bad embedding setting is a ``ConfigError``)."""
+    least = {"embed_batch_size": 1, "embed_concurrency": 1, "embed_chunk": 0, "embed_threads": 0}
+    for key, low in least.items():
+        value = getattr(job.index, key)
+        if value < low:
+            raise ConfigError(f"index.{key} must be >= {low}, got {value}; e.g. --index.{key}="
+                              f"{getattr(IndexConfig, key)} (the default)")
+    return {"model_dir": str(model_dir), "torch_threads": job.index.embed_threads, "chunk": job.index.embed_chunk,
+            "actors": job.index.embed_concurrency}
 
 
 def embed_catalog(files: list[str], model_dir: Path, out_dir: Path, job: IndexJob) -> pa.Table:
@@ -46,7 +58,7 @@ def embed_catalog(files: list[str], model_dir: Path, out_dir: Path, job: IndexJo
     present = catalog_columns(files)  # union: an image-less catalog listed first keeps the others' images
     columns = [c for c in ("product_id", "title", "image") if c in present]
     ds = ray.data.read_parquet(files, num_cpus=job.data.cpus_per_data_task).select_columns(columns)
-    ds = ds.map_batches(ProductEmbedder, fn_constructor_kwargs={"model_dir": str(model_dir)},
+    ds = ds.map_batches(ProductEmbedder, fn_constructor_kwargs=embedder_kwargs(model_dir, job),
                         batch_format="numpy", batch_size=job.index.embed_batch_size,
                         compute=ray.data.ActorPoolStrategy(size=job.index.embed_concurrency),
                         num_cpus=1, num_gpus=1 if gpus > 0 else 0)
@@ -60,7 +72,7 @@ def embed_in_process(files: list[str], model_dir: Path, out_dir: Path, job: Inde
     """The same embedding without Ray (small catalogs: tests, demos, benchmarks); same output Parquet."""
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    embed = ProductEmbedder(str(model_dir))
+    embed = ProductEmbedder(**embedder_kwargs(model_dir, job))
     parts = []
     for f in files:
         pf = pq.ParquetFile(f)

@@ -119,8 +119,10 @@ class IndexConfig:
     factory: str = "Flat"
     metric: str = "ip"  # "ip" (cosine on normalised vectors) or "l2"
     search_params: dict[str, Any] = field(default_factory=dict)  # e.g. {"efSearch": 128} or {"nprobe": 16}
-    embed_batch_size: int = 64
-    embed_concurrency: int = 1
+    embed_batch_size: int = 256  # rows per Ray Data batch (one actor call)
+    embed_concurrency: int = 1  # embedding actors (one model load and one CPU, or one GPU, each)
+    embed_chunk: int = 0  # rows per forward pass inside a batch; 0: 16 on CPU, the whole batch on GPU
+    embed_threads: int = 0  # torch threads per embedding actor; 0: the machine's CPUs / embed_concurrency
     train_size: int = 100_000  # vectors sampled to train IVF/PQ indexes
     device: str = "auto"  # "auto" (GPUs when faiss sees any), "cpu" or "gpu"
     recall_queries: int = 500  # held-out query vectors for recall@10 vs an exact Flat search
