@@ -44,6 +44,8 @@ class _Keyed(_Cached):
         idx = [self.at[q] for q in queries]
         return self.scores[idx, :k], self.rows[idx, :k]
 
+    top = search  # as a lexical side: the rows were cached from BM25Retriever.top
+
 
 def zs_columns(side: _Keyed, queries: list[str], rows: list[list[int]], depth: int) -> np.ndarray:
     """The zero-shot columns of every candidate (a product outside its top ``depth`` gets its floor)."""
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear ex
     except VitrineError as exc:
         raise SystemExit(f"error: {exc}") from None
     rel = Relevance()
-    lexical = _Keyed("bm25", queries, *BM25Retriever(ids, titles).search(queries, args.depth))
+    lexical = _Keyed("bm25", queries, *BM25Retriever(ids, titles).top(queries, args.depth))
 
     def build(dense: _Keyed, part: str, only: set[str] | None = None) -> tuple:
         qs = [q for q in sorted(judged[part]) if only is None or q in only]

@@ -101,7 +101,7 @@ def measure(work: Path, version: str, queries: list[str], seconds: float, k: int
     for q in queries[:min(len(queries), 300)]:
         vec = encode([q])[0]
         t0 = time.perf_counter()
-        ls, lr = ranker.lexical.search([q], ranker.depth)
+        ls, lr = ranker.lexical.top([q], ranker.depth)  # as ServedReranker.search
         t1 = time.perf_counter()
         ds, dr = catalog.index.search(vec[None, :], ranker.depth)
         t2 = time.perf_counter()

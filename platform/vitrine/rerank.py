@@ -13,6 +13,11 @@ would leak which products the validation queries judged. Training grade of a can
 (``Relevance.gain``) of a relevant label, 0 for a judged-irrelevant or unjudged one, as ``round(1.5 * gain)``
 (0-3 on Home Depot's 1-3 scale). The ranker belongs to the dense model it was trained with (its scores are
 features): ``meta["model"]`` names it and the evaluation refuses another.
+
+BM25's candidates come from ``BM25Retriever.top``: ties in row order and BM25 ranks counted as competition
+ranks (1 + the number of strictly higher scores), so equal scores get equal rank features and the candidate
+set does not hang on ``bm25s``'s arbitrary tie order. ``FEATURE_VERSION`` 2 marks rankers trained so; one of
+version 1 (the library's own top-k and tie order) is refused with the retraining command.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ FEATURES = (
     "in_both", "query_coverage", "bigram_coverage", "number_match", "last_token_match", "first_token_match",
     "query_tokens", "title_tokens", "first_match_position", "phrase_match", "fuzzy_coverage", "query_agreement",
 )
+FEATURE_VERSION = 2  # 2: BM25 candidates from BM25Retriever.top, competition ranks for ties
 _TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 
 
@@ -113,7 +119,7 @@ class CandidateBuilder:
         steps = range(0, len(queries), batch)
         for start in tqdm(steps, desc=progress, unit="batch", disable=progress is None):
             chunk = queries[start:start + batch]
-            ls, lr = self.lexical.search(chunk, self.depth)
+            ls, lr = self.lexical.top(chunk, self.depth)
             ds, dr = self.dense.search(chunk, self.depth)
             for i, q in enumerate(chunk):
                 rows = self._one(q, ls[i], lr[i], ds[i], dr[i], feats)
@@ -129,7 +135,8 @@ class CandidateBuilder:
 
     def _one(self, query: str, ls: np.ndarray, lr: np.ndarray, ds: np.ndarray, dr: np.ndarray,
              feats: list[list[float]]) -> list[int]:
-        lex = {int(r): (float(s), rank) for rank, (s, r) in enumerate(zip(ls, lr, strict=True)) if r >= 0 and s > 0}
+        lex = {int(r): (float(s), rank) for r, s, rank in zip(lr, ls, competition_ranks(ls), strict=True)
+               if r >= 0 and s > 0}
         den = {int(r): (float(s), rank) for rank, (s, r) in enumerate(zip(ds, dr, strict=True)) if r >= 0}
         rows = sorted(set(lex) | set(den))
         if not rows:
@@ -147,6 +154,15 @@ class CandidateBuilder:
             feats.append([b, b / l_top, math.log1p(b_rank), d, d - d_top, (d - d_floor) / span, math.log1p(d_rank),
                           float(r in lex and r in den), *match_features(qt, self._tt(r), memo), agreement])
         return rows
+
+
+def competition_ranks(scores: np.ndarray) -> list[int]:
+    """Ranks of a descending score list where equal scores share the rank of the first of them (0-based)."""
+    ranks, prev = [], None
+    for i, s in enumerate(scores):
+        ranks.append(i if prev is None or s != prev else ranks[-1])
+        prev = s
+    return ranks
 
 
 def grades(rows: list[list[int]], queries: list[str], ids: list[str], judged: dict[str, dict[str, float]],
@@ -181,7 +197,8 @@ class Reranker:
                                label_gain=list(range(levels)), lambdarank_truncation_level=20, random_state=seed,
                                verbose=-1)
         model.fit(x, y, group=groups)
-        return cls(model.booster_, {**meta, "features": list(FEATURES), "trees": trees, "seed": seed})
+        return cls(model.booster_, {**meta, "features": list(FEATURES), "feature_version": FEATURE_VERSION,
+                                    "trees": trees, "seed": seed})
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Ranking scores of candidate feature rows."""
@@ -216,6 +233,10 @@ class Reranker:
         if meta.get("features") != list(FEATURES):
             raise ConfigError(f"--rerank {folder}: trained with other features ({meta.get('features')}); "
                               "retrain it with this version's `vitrine rerank`")
+        if meta.get("feature_version", 1) != FEATURE_VERSION:
+            raise ConfigError(f"--rerank {folder}: trained with feature version {meta.get('feature_version', 1)} "
+                              f"(BM25 candidates in the library's tie order), this version computes {FEATURE_VERSION}; "
+                              "retrain it with this version's `vitrine rerank` (and --attach=true again if served)")
         return cls(lgb.Booster(model_file=str(path / "reranker.txt")), meta)
 
 

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from vitrine.errors import ConfigError
-from vitrine.evaluate import Relevance
-from vitrine.rerank import FEATURES, CandidateBuilder, Reranker, RerankRetriever, grades, match_features, tokens
+from vitrine.evaluate import BM25Retriever, Relevance
+from vitrine.rerank import (
+    FEATURES,
+    CandidateBuilder,
+    Reranker,
+    RerankRetriever,
+    competition_ranks,
+    grades,
+    match_features,
+    tokens,
+)
 
 REL = Relevance(2.0, 1.0)
 
@@ -21,6 +30,8 @@ class _Fixed:
     def search(self, queries: list[str], k: int):
         n = len(queries)
         return np.tile(np.array(self.scores[:k], np.float32), (n, 1)), np.tile(np.array(self.rows[:k]), (n, 1))
+
+    top = search  # the lexical side's candidate call
 
 
 def test_tokens_and_match_features_by_hand():
@@ -94,3 +105,40 @@ def test_memoised_fuzzy_coverage_gives_the_same_features():
     # "seat" matches; "toliet" ~ "toilet" share #to and et# of 10 trigrams: 0.2; "elongatd" ~ "elongated": 6/11
     assert match_features(tokens("toliet seat elongatd"), tokens(titles[0]))[fuzzy] == pytest.approx(
         (1 + 2 / 10 + 6 / 11) / 3)
+
+
+def test_bm25_top_keeps_the_library_scores_orders_ties_by_row_and_drops_non_matches():
+    titles = ["steel bolt", "brass bolt", "bolt", "nut", "steel washer", "steel bolt", "the of"]
+    ids = [f"p{i}" for i in range(len(titles))]
+    bm25 = BM25Retriever(ids, titles)
+    scores, rows = bm25.top(["steel bolt", "bolt", "washer nut", "the"], 5)
+    lib_scores, _ = bm25.search(["steel bolt", "bolt", "washer nut"], 5)
+    for i in range(3):  # the same scores rank by rank, wherever they are positive
+        hits = scores[i] > 0
+        assert np.allclose(scores[i][hits], lib_scores[i][:hits.sum()])
+    assert rows[0].tolist()[:2] == [0, 5]  # the two "steel bolt" titles tie: row order
+    assert rows[1].tolist()[:1] == [2] and sorted(rows[1].tolist()[1:4]) == [0, 1, 5]
+    assert rows[1].tolist()[4] == -1 and scores[1][4] == 0  # only 4 titles hold "bolt": -1 pads
+    assert sorted(rows[2].tolist()[:2]) == [3, 4] and rows[2].tolist()[2:] == [-1] * 3
+    assert rows[3].tolist() == [-1] * 5  # a stopword-only query matches nothing
+    allowed = np.array([False, True, True, True, True, False, True])
+    _, rows = bm25.top(["steel bolt"], 5, allowed)
+    assert sorted(rows[0][:3].tolist()) == [1, 2, 4] and rows[0][3:].tolist() == [-1, -1]  # 0 and 5 filtered out
+
+
+def test_tied_bm25_scores_share_their_rank_feature():
+    assert competition_ranks(np.array([5.0, 3.0, 3.0, 3.0, 1.0, 1.0])) == [0, 1, 1, 1, 4, 4]
+    lexical = _Fixed("bm25", [0, 1, 2], [2.0, 2.0, 1.0])
+    x, rows = CandidateBuilder(lexical, _Fixed("d", [0], [0.5]), ["a", "b", "c"], depth=10).build(["a"])
+    rank = x[:, FEATURES.index("bm25_log_rank")]
+    assert rows == [[0, 1, 2]] and rank[0] == rank[1] == 0.0 and rank[2] == pytest.approx(np.log1p(2))
+
+
+def test_a_ranker_of_the_former_feature_version_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, len(FEATURES))).astype(np.float32)
+    ranker = Reranker.fit(x, (x[:, 0] > 0).astype(np.int32), [8] * 10, {"model": "m", "depth": 10}, trees=5)
+    assert ranker.meta["feature_version"] == 2
+    del ranker.meta["feature_version"]  # what every ranker saved before version 2 looks like
+    with pytest.raises(ConfigError, match="feature version 1 .* retrain it"):
+        Reranker.load(ranker.save(tmp_path / "old"))

@@ -47,7 +47,7 @@ class ServedReranker:
         """Top-k ``(row, score, stage)`` of one query: ranker-ordered candidates, then dense hits if short."""
         from vitrine.rerank import top_k
 
-        ls, lr = self.lexical.search([query], self.depth, allowed)  # a filtered-out product scores 0: dropped
+        ls, lr = self.lexical.top([query], self.depth, allowed)  # a filtered-out product scores 0: dropped
         ls, lr = ls[0], np.asarray(lr[0], np.int64)
         ds, dr = self.catalog.index.search(vector[None, :], max(self.depth, k), allowed)
         ds, dr = ds[0], dr[0]
