@@ -15,6 +15,12 @@ from vitrine.model.store import TOKENIZER, load_model_dir
 CPU_CHUNK = 16  # rows per CPU forward pass: fastest of 8 / 16 / 32 / 64 on 1 and 2 threads (MiniLM + MobileNetV2)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask on Linux, else the machine's count)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 class ProductEmbedder:
     """Catalog rows -> ``product_id``, ``embedding`` (D float32), ``title_weight``, ``image_weight`` and flags.
 
@@ -27,7 +33,7 @@ class ProductEmbedder:
     """
 
     def __init__(self, model_dir: str, torch_threads: int = 0, chunk: int = 0, actors: int = 1) -> None:
-        torch.set_num_threads(torch_threads or max(1, len(os.sched_getaffinity(0)) // max(1, actors)))
+        torch.set_num_threads(torch_threads or max(1, usable_cpus() // max(1, actors)))
         if chunk < 0:
             raise ValueError(f"chunk must be 0 (automatic) or a positive number of rows, got {chunk}")
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
