@@ -120,7 +120,7 @@ class BM25Retriever:
         (``-1`` / 0 pad the rest); ``allowed`` as in ``search``. The re-ranker's candidates come from here.
 
         Same scores as ``search``, but deterministic among ties (``bm25s``'s partition orders them arbitrarily,
-        and a ranker's rank features read that order) and about 30x faster per query
+        and a ranker's rank features read that order) and 18-36x faster per query
         (``bench/serve/bm25_ties.py``): only the matching rows are ranked, not the whole catalog.
         """
         import bm25s

@@ -14,8 +14,8 @@ would leak which products the validation queries judged. Training grade of a can
 (0-3 on Home Depot's 1-3 scale). The ranker belongs to the dense model it was trained with (its scores are
 features): ``meta["model"]`` names it and the evaluation refuses another.
 
-BM25's candidates come from ``BM25Retriever.top``: ties in row order and BM25 ranks counted as competition
-ranks (1 + the number of strictly higher scores), so equal scores get equal rank features and the candidate
+BM25's candidates come from ``BM25Retriever.top``: ties in row order, and a candidate's BM25 rank is the number
+of strictly higher scores (a competition rank), so equal scores get equal rank features and the candidate
 set does not hang on ``bm25s``'s arbitrary tie order. ``FEATURE_VERSION`` 2 marks rankers trained so; one of
 version 1 (the library's own top-k and tie order) is refused with the retraining command.
 """
