@@ -8,7 +8,7 @@ results to a file, and the tests below compare them with single-process referenc
 from __future__ import annotations
 
 import math
-import socket
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -94,9 +94,10 @@ def _train_step_run(model: nn.Module, rows: slice) -> dict:
             "scale_grad": inner.logit_scale.grad.clone()}
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, world: int, store_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+    # a file rendezvous: no port is picked, so no other process can take it between picking and binding
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=60))
     try:
         res: dict = {"rank": dist.get_rank(), "world": world_size()}
@@ -119,21 +120,34 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         ddp = DistributedDataParallel(_Tiny())
         res["ddp"] = _train_step_run(ddp, local)
         torch.save(res, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # no rank tears the group down while the other still has collectives in flight
     finally:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _spawn_ranks(out_dir: Path) -> None:
+    """Run both ranks once; join=True waits for both, and if one raises, spawn stops the other and re-raises."""
+    store = out_dir / "store"
+    store.unlink(missing_ok=True)
+    mp.spawn(_worker, args=(WORLD, str(store), str(out_dir)), nprocs=WORLD, join=True)
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out_dir = tmp_path_factory.mktemp("gloo")
-    # join=True waits for both processes; if one raises, spawn terminates the other and re-raises here
-    mp.spawn(_worker, args=(WORLD, _free_port(), str(out_dir)), nprocs=WORLD, join=True)
+    try:
+        _spawn_ranks(out_dir)
+    except mp.ProcessExitedException as exc:
+        # A rank killed by a signal (a C++ abort inside gloo's transport, seen once in CI on a loaded 2-core
+        # machine) says nothing about the code under test: run the group once more. A Python error in a rank
+        # is not retried, and a second signal fails the tests.
+        if not exc.signal_name:
+            raise
+        warnings.warn(f"gloo rank {exc.error_index} died by {exc.signal_name}; running the group once more",
+                      RuntimeWarning, stacklevel=1)
+        for f in out_dir.glob("rank*.pt"):
+            f.unlink()
+        _spawn_ranks(out_dir)
     return [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
