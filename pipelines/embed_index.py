@@ -145,6 +145,8 @@ def _run(job: IndexJob, embed: Any = embed_catalog) -> dict[str, Any]:
     model = registry.resolve_model(model_uri, workdir / "cache")
     catalog, report, files = catalog_index(job.data.catalog)
     verify_model_dir(model.local_dir)  # a corrupt artifact: one clear error before any worker starts
+    embedder_kwargs(model.local_dir, job)  # a bad setting: one ConfigError before an MLflow run is opened
+    spec = IndexSpec.from_config(job.index)
     run_id = registry.start_run(exp_id, f"index-{time.strftime('%Y%m%d-%H%M%S')}",
                                 tags={"vitrine.job": "embed_index", "vitrine.model_uri": model_uri})
     registry.log_params(run_id, flatten(job.index, "index.") | {"model_uri": model_uri,
@@ -161,7 +163,6 @@ def _run(job: IndexJob, embed: Any = embed_catalog) -> dict[str, Any]:
         log.info("embedded %d products in %.1fs (%.0f/s), every catalog row exactly once", len(emb), embed_s,
                  len(emb) / max(embed_s, 1e-9))
         vectors = np.stack(emb.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
-        spec = IndexSpec.from_config(job.index)
         index, build_s = timed_build(vectors, spec, train_size=job.index.train_size, device=job.index.device)
         probe = heldout_queries(model.local_dir, catalog.column("title").to_pylist(), job.index.recall_queries)
         recall = recall_at_k(index, vectors, probe, k=min(10, len(vectors)), metric=spec.metric)

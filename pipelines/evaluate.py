@@ -52,7 +52,7 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
     ``--rerank <folder>`` orders BM25 + model candidates with that trained ranker)."""
     if job.rerank:
         from vitrine.errors import ConfigError
-        from vitrine.rerank import CandidateBuilder, Reranker, RerankRetriever
+        from vitrine.rerank import Reranker, RerankRetriever, candidate_builder
 
         reranker = Reranker.load(job.rerank)  # a bad folder fails here, before any embedding
         dense, label = single_retriever(job, catalog, files, workdir)
@@ -60,8 +60,8 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
             raise ConfigError(f"--rerank {job.rerank}: trained with the scores of {reranker.meta.get('model')}, "
                               f"not of {label}; pass --model {reranker.meta.get('model_uri')} or retrain it")
         titles = catalog.column("title").to_pylist()
-        builder = CandidateBuilder(BM25Retriever(catalog.column("product_id").to_pylist(), titles), dense, titles,
-                                   int(reranker.meta["depth"]))
+        builder = candidate_builder(catalog.column("product_id").to_pylist(), titles, dense,
+                                    int(reranker.meta["depth"]), int(reranker.meta["char_depth"]))
         return RerankRetriever(builder, reranker), f"rerank-bm25+{label}"
     if not job.model.startswith("hybrid:"):
         return single_retriever(job, catalog, files, workdir)

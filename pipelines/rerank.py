@@ -1,7 +1,8 @@
-"""Re-ranker training job: LambdaMART over BM25 + dense candidates, fitted on a judged TRAIN query log.
+"""Re-ranker training job: LambdaMART over BM25 (words, character trigrams) + dense candidates, fitted on a
+judged TRAIN query log.
 
     vitrine rerank --model=models:/vitrine-homedepot@challenger --catalog=data/homedepot/catalog.parquet \\
-        --judgments=data/homedepot/train/queries.parquet --out=runs/rerankers/homedepot
+        --judgments=data/homedepot/train/judgments.parquet --out=runs/rerankers/homedepot
     vitrine evaluate --model models:/vitrine-homedepot@challenger --rerank runs/rerankers/homedepot \\
         --catalog data/homedepot/catalog.parquet --judgments data/homedepot/val/judgments.parquet
 
@@ -25,8 +26,8 @@ from vitrine import registry
 from vitrine.catalog.io import read_table
 from vitrine.catalog.schema import clean_judgments
 from vitrine.config import EvaluateJob, RerankJob, flatten
-from vitrine.evaluate import BM25Retriever, Relevance, judgments_by_query
-from vitrine.rerank import CandidateBuilder, Reranker, grades
+from vitrine.evaluate import Relevance, judgments_by_query
+from vitrine.rerank import Reranker, candidate_builder, grades
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ def run(job: RerankJob) -> dict[str, Any]:
                           "pass --model=models:/<name>@<alias> or models:/<name>/<version>")
     if job.trees < 1 or job.depth < 10:
         raise ConfigError(f"--trees={job.trees} / --depth={job.depth}: use at least 1 tree and 10 candidates a side")
+    if job.char_depth < 0:
+        raise ConfigError(f"--char_depth={job.char_depth}: use 0 (no character-trigram list) or a positive depth, "
+                          "e.g. --char_depth=200 (the default)")
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, _, files = catalog_index(job.catalog)
@@ -74,7 +78,7 @@ def run(job: RerankJob) -> dict[str, Any]:
                        embeddings=job.embeddings, data=job.data, index=job.index, tracking=job.tracking)
     dense, label = single_retriever(ejob, catalog, files, workdir)
     rel = Relevance(job.relevant_min, job.gain_offset)
-    builder = CandidateBuilder(BM25Retriever(ids, titles), dense, titles, job.depth)
+    builder = candidate_builder(ids, titles, dense, job.depth, job.char_depth)
     queries = sorted(judged)
     t0 = time.time()
     x, rows = builder.build(queries, progress="candidates + features")
@@ -84,7 +88,8 @@ def run(job: RerankJob) -> dict[str, Any]:
                max(relevant, 1), "features_s": round(time.time() - t0, 1)}
     t1 = time.time()
     meta = {"model": label, "model_uri": job.model, "catalog": job.catalog, "judgments": job.judgments,
-            "depth": job.depth, "relevant_min": job.relevant_min, "gain_offset": job.gain_offset, **figures}
+            "depth": job.depth, "char_depth": job.char_depth, "relevant_min": job.relevant_min,
+            "gain_offset": job.gain_offset, **figures}
     reranker = Reranker.fit(x, y, [len(r) for r in rows], meta, trees=job.trees, seed=job.seed)
     figures["fit_s"] = round(time.time() - t1, 1)
     reranker.meta.update(fit_s=figures["fit_s"])

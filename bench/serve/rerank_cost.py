@@ -3,12 +3,13 @@ ranker, side by side in one process (each query timed on both paths, interleaved
 
     python -m bench.serve.rerank_cost                                   # bundled Home Depot sample (1,889 products)
     python -m bench.serve.rerank_cost --catalog data/homedepot/catalog.parquet \\
-        --judgments data/homedepot/train/queries.parquet --queries data/homedepot/val/judgments.parquet
+        --judgments data/homedepot/train/judgments.parquet --queries data/homedepot/val/judgments.parquet
 
 Registers the zero-shot model in a throwaway registry under ``--workdir``, indexes ``--catalog`` (Flat), trains a
 ranker on ``--judgments`` and attaches it (``vitrine rerank --attach=true``), then loads both exactly as a Serve
 replica does (``vitrine.index.serving`` + ``vitrine.index.reranked``, one torch thread). Dense path: encode +
-index search. Re-ranked path: encode + BM25 + index search at the ranker's depth + title features + LightGBM.
+index search. Re-ranked path: encode + BM25 (words, and character trigrams unless ``--char-depth 0``) + index
+search at the ranker's depth + title features + LightGBM.
 Also the memory the ranker adds to a warm dense replica (RSS, after loading it and after the timing, which
 fills its caches of title tokens and trigrams). Prints JSON and saves
 ``<out>/rerank_cost_<catalog>.json``; the ranker's quality is not measured here (docs/quality.md is).
@@ -49,7 +50,8 @@ def prepare(args: argparse.Namespace, work: Path) -> str:
                                         tracking=tracking, index=IndexConfig(factory="Flat")))
     rc = cli_main(["rerank", f"--model=models:/{NAME}/{version}", f"--workdir={work}", f"--catalog={args.catalog}",
                    f"--judgments={args.judgments}", f"--embeddings={work / 'index_build' / version / 'embeddings'}",
-                   f"--depth={args.depth}", f"--trees={args.trees}", f"--out={work / 'ranker'}", "--attach=true"])
+                   f"--depth={args.depth}", f"--char_depth={args.char_depth}", f"--trees={args.trees}",
+                   f"--out={work / 'ranker'}", "--attach=true"])
     if rc:
         raise SystemExit(f"vitrine rerank failed (exit {rc}); see the log above")
     return version
@@ -97,19 +99,23 @@ def measure(work: Path, version: str, queries: list[str], seconds: float, k: int
         dense.append((t2 - t0) * 1000)
         rerank.append((t1 - t0 + t3 - t2) * 1000)
         n += 1
-    parts: dict[str, list[float]] = {"bm25": [], "index_at_depth": [], "features": [], "lightgbm": []}
+    parts: dict[str, list[float]] = {"bm25": [], "chargram_bm25": [], "index_at_depth": [], "features": [],
+                                     "lightgbm": []}
     for q in queries[:min(len(queries), 300)]:
         vec = encode([q])[0]
         t0 = time.perf_counter()
         ls, lr = ranker.lexical.top([q], ranker.depth)  # as ServedReranker.search
         t1 = time.perf_counter()
-        ds, dr = catalog.index.search(vec[None, :], ranker.depth)
+        grams = None if ranker.chars is None else ranker.chars.top([q], ranker.char_depth)
         t2 = time.perf_counter()
-        x, _ = ranker.builder.candidates(q, (ls[0], lr[0]), (ds[0], dr[0]))
+        ds, dr = catalog.index.search(vec[None, :], ranker.depth)
         t3 = time.perf_counter()
-        ranker.reranker.score(x)
+        x, _ = ranker.builder.candidates(q, (ls[0], lr[0]), (ds[0], dr[0]),
+                                         None if grams is None else (grams[0][0], grams[1][0]))
         t4 = time.perf_counter()
-        for key, ms in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+        ranker.reranker.score(x)
+        t5 = time.perf_counter()
+        for key, ms in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
             parts[key].append(ms * 1000)
     rss2 = _rss_mb()
     return {"products": len(catalog.titles), "queries_timed": n, "encode_p50_ms": round(float(np.median(enc)), 2),
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=Path, default=None, help="judgments whose queries are timed (default: "
                                                                  "--judgments')")
     p.add_argument("--depth", type=int, default=200)
+    p.add_argument("--char-depth", type=int, default=200, help="the character-trigram list's depth (0 = none)")
     p.add_argument("--trees", type=int, default=300)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seconds", type=float, default=30.0)

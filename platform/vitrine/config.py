@@ -204,6 +204,7 @@ class RerankJob:
     out: str = ""  # folder for reranker.txt + reranker.json ("" = <workdir>/rerankers/<model label>)
     attach: bool = False  # tag the registry version of --model with the ranker: `vitrine serve` then re-ranks with it
     depth: int = 200  # candidates taken from each side (100: 0.445 / 0.792 on Home Depot; 200: 0.448 / 0.804)
+    char_depth: int = 200  # candidates from BM25 over title character trigrams (0 = none; see docs/quality.md)
     trees: int = 300
     seed: int = 0
     relevant_min: float = 2.0

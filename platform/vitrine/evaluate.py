@@ -128,20 +128,61 @@ class BM25Retriever:
         with self.lock:
             words = bm25s.tokenize(queries, stopwords="en", stemmer=self.stemmer, show_progress=False,
                                    return_ids=False)
-        mask = None if allowed is None else allowed.astype(np.float32)
-        out_s = np.zeros((len(queries), k), np.float32)
-        out_r = np.full((len(queries), k), -1, np.int64)
-        for i, w in enumerate(words):
-            if not w:
-                continue
-            scores = self.index.get_scores(list(w), weight_mask=mask)
-            hit = np.flatnonzero(scores > 0)
-            if len(hit) > k:
-                kth = np.partition(scores[hit], len(hit) - k)[len(hit) - k]
-                hit = hit[scores[hit] >= kth]
-            hit = hit[np.lexsort((hit, -scores[hit]))][:k]
-            out_r[i, :len(hit)], out_s[i, :len(hit)] = hit, scores[hit]
-        return out_s, out_r
+        return top_matching(self.index, [list(w) for w in words], k, allowed)
+
+
+def top_matching(index, words: list[list[str]], k: int, allowed: np.ndarray | None = None  # noqa: ANN001
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the top-k ``(scores, rows)`` of a ``bm25s`` index among the rows that match a query term:
+    equal scores in row order, ``-1`` / 0 pads; ``allowed`` (N,) bool keeps only those rows."""
+    mask = None if allowed is None else allowed.astype(np.float32)
+    out_s = np.zeros((len(words), k), np.float32)
+    out_r = np.full((len(words), k), -1, np.int64)
+    for i, w in enumerate(words):
+        w = [t for t in w if t in index.vocab_dict]
+        if not w:
+            continue
+        scores = index.get_scores(w, weight_mask=mask)
+        hit = np.flatnonzero(scores > 0)
+        if len(hit) > k:
+            kth = np.partition(scores[hit], len(hit) - k)[len(hit) - k]
+            hit = hit[scores[hit] >= kth]
+        hit = hit[np.lexsort((hit, -scores[hit]))][:k]
+        out_r[i, :len(hit)], out_s[i, :len(hit)] = hit, scores[hit]
+    return out_s, out_r
+
+
+def char_grams(text: str, n: int = 3) -> list[str]:
+    """Character n-grams of each lower-cased word, with ``#`` marking its start and end (``"#to", "tol", ...``)."""
+    out: list[str] = []
+    for word in text.lower().split():
+        w = f"#{word}#"
+        out += [w[i:i + n] for i in range(max(1, len(w) - n + 1))]
+    return out
+
+
+class CharGramRetriever:
+    """BM25 over the character trigrams of titles: a third candidate list for the re-ranker.
+
+    Real query logs misspell ("toliet"), split or join words ("dish washer", "hamptonbay") and cut them short
+    ("galv"), and word-level BM25 then finds nothing. Over character trigrams those queries still share most of
+    their grams with the title they meant. On the Home Depot validation queries its top 100 alone holds 0.744
+    of the relevant products, against 0.710 for word BM25 and 0.713 for the trained dense model, and adding its
+    top 200 to theirs raises the candidates' recall from 0.870 to 0.895 (docs/quality.md#learned-re-ranker).
+    """
+
+    name = "bm25-chargrams"
+
+    def __init__(self, product_ids: list[str], titles: list[str]) -> None:
+        import bm25s
+
+        self.ids = product_ids
+        self.index = bm25s.BM25()
+        self.index.index([char_grams(t) for t in titles], show_progress=False)
+
+    def top(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) as in ``BM25Retriever.top``."""
+        return top_matching(self.index, [char_grams(q) for q in queries], k, allowed)
 
 
 class DenseRetriever:

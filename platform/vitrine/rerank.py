@@ -6,8 +6,11 @@ towers blur; fusing the two lists with one global weight (``HybridRetriever``) c
 match matters more than a word match. A gradient-boosted ranker (LightGBM's LambdaMART, which optimises
 nDCG directly) learns those weights per candidate from a judged query log.
 
-Candidates: the union of BM25's and the dense model's top ``depth``. Features (``FEATURES``) come only from
-the query, the candidate's title and the two retrievers' scores and ranks, never from per-product statistics
+Candidates: the union of BM25's and the dense model's top ``depth`` and, with ``char_depth`` > 0, the top
+``char_depth`` of BM25 over character trigrams (``CharGramRetriever``: misspelt, split or joined query words
+still share most of their trigrams with the title meant). ``char_depth`` 0 turns that list off (its three
+features are then constant) so its worth can be measured. Features (``FEATURES``) come only from
+the query, the candidate's title and the retrievers' scores and ranks, never from per-product statistics
 of the judgments: every Home Depot catalog product is judged for some query, so a "judged in train" count
 would leak which products the validation queries judged. Training grade of a candidate: the judged gain
 (``Relevance.gain``) of a relevant label, 0 for a judged-irrelevant or unjudged one, as ``round(1.5 * gain)``
@@ -16,8 +19,9 @@ features): ``meta["model"]`` names it and the evaluation refuses another.
 
 BM25's candidates come from ``BM25Retriever.top``: ties in row order, and a candidate's BM25 rank is the number
 of strictly higher scores (a competition rank), so equal scores get equal rank features and the candidate
-set does not hang on ``bm25s``'s arbitrary tie order. ``FEATURE_VERSION`` 2 marks rankers trained so; one of
-version 1 (the library's own top-k and tie order) is refused with the retraining command.
+set does not hang on ``bm25s``'s arbitrary tie order; the trigram list ranks the same way. A ranker of an
+older ``FEATURE_VERSION`` (1: the library's own top-k and tie order; 2: no trigram list) is refused with the
+retraining command.
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ FEATURES = (
     "bm25", "bm25_rel_top", "bm25_log_rank", "dense", "dense_minus_top", "dense_minmax", "dense_log_rank",
     "in_both", "query_coverage", "bigram_coverage", "number_match", "last_token_match", "first_token_match",
     "query_tokens", "title_tokens", "first_match_position", "phrase_match", "fuzzy_coverage", "query_agreement",
+    "chargram", "chargram_rel_top", "chargram_log_rank",
 )
-FEATURE_VERSION = 2  # 2: BM25 candidates from BM25Retriever.top, competition ranks for ties
+FEATURE_VERSION = 3
+_VERSIONS = {1: "BM25 candidates in the library's tie order", 2: "BM25 ties in row order, no character-trigram list",
+             3: "BM25 ties in row order, plus a character-trigram BM25 list"}
 _TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 
 
@@ -97,13 +104,19 @@ def match_features(query_tokens: list[str], title_tokens: list[str],
 
 
 class CandidateBuilder:
-    """Candidates (union of both sides' top ``depth``) and their feature rows, for batches of queries."""
+    """Candidates (union of the lists' top ``depth``, plus the character-trigram list's top ``char_depth`` when
+    ``chars`` is given) and their feature rows, for batches of queries."""
 
-    def __init__(self, lexical, dense, titles: list[str], depth: int = 100) -> None:  # noqa: ANN001 - retrievers
+    def __init__(self, lexical, dense, titles: list[str], depth: int = 100,  # noqa: ANN001 - retrievers
+                 chars=None, char_depth: int = 0) -> None:  # noqa: ANN001 - CharGramRetriever
         """``dense`` may be None when only ``candidates`` is called (the served index searches instead)."""
         if depth < 10:
             raise ConfigError(f"rerank depth={depth}: take at least 10 candidates from each side")
+        if char_depth < 0 or (char_depth and chars is None):
+            raise ConfigError(f"rerank char_depth={char_depth}: use 0 (no character-trigram list) or a positive "
+                              "depth with a CharGramRetriever")
         self.lexical, self.dense, self.titles, self.depth = lexical, dense, titles, depth
+        self.chars, self.char_depth = (chars, char_depth) if char_depth else (None, 0)
         self._title_tokens: dict[int, list[str]] = {}
 
     def _tt(self, row: int) -> list[str]:
@@ -121,27 +134,30 @@ class CandidateBuilder:
             chunk = queries[start:start + batch]
             ls, lr = self.lexical.top(chunk, self.depth)
             ds, dr = self.dense.search(chunk, self.depth)
+            cs, cr = self.chars.top(chunk, self.char_depth) if self.chars else (None, None)
             for i, q in enumerate(chunk):
-                rows = self._one(q, ls[i], lr[i], ds[i], dr[i], feats)
+                rows = self._one(q, ls[i], lr[i], ds[i], dr[i], feats, None if cs is None else (cs[i], cr[i]))
                 all_rows.append(rows)
         return np.asarray(feats, np.float32).reshape(-1, len(FEATURES)), all_rows
 
-    def candidates(self, query: str, lexical: tuple[np.ndarray, np.ndarray], dense: tuple[np.ndarray, np.ndarray]
-                   ) -> tuple[np.ndarray, list[int]]:
-        """One query's feature rows and candidate rows from both sides' top ``(scores, rows)`` (a served index's)."""
+    def candidates(self, query: str, lexical: tuple[np.ndarray, np.ndarray], dense: tuple[np.ndarray, np.ndarray],
+                   chars: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:
+        """One query's feature rows and candidate rows from each list's top ``(scores, rows)`` (a served index's)."""
         feats: list[list[float]] = []
-        rows = self._one(query, lexical[0], lexical[1], dense[0], dense[1], feats)
+        rows = self._one(query, lexical[0], lexical[1], dense[0], dense[1], feats, chars if self.chars else None)
         return np.asarray(feats, np.float32).reshape(-1, len(FEATURES)), rows
 
     def _one(self, query: str, ls: np.ndarray, lr: np.ndarray, ds: np.ndarray, dr: np.ndarray,
-             feats: list[list[float]]) -> list[int]:
-        lex = {int(r): (float(s), rank) for r, s, rank in zip(lr, ls, competition_ranks(ls), strict=True)
-               if r >= 0 and s > 0}
+             feats: list[list[float]], chars: tuple[np.ndarray, np.ndarray] | None = None) -> list[int]:
+        lex = _lexical_hits(ls, lr)
         den = {int(r): (float(s), rank) for rank, (s, r) in enumerate(zip(ds, dr, strict=True)) if r >= 0}
-        rows = sorted(set(lex) | set(den))
+        grams = {} if chars is None else _lexical_hits(*chars)
+        rows = sorted(set(lex) | set(den) | set(grams))
         if not rows:
             return rows
         l_top = max((s for s, _ in lex.values()), default=0.0) or 1e-6
+        c_top = max((s for s, _ in grams.values()), default=0.0) or 1e-6
+        c_depth = self.char_depth or self.depth
         d_scores = [s for s, _ in den.values()] or [0.0]
         d_top, d_floor = max(d_scores), min(d_scores)
         span = max(d_top - d_floor, 1e-6)
@@ -151,9 +167,26 @@ class CandidateBuilder:
         for r in rows:
             b, b_rank = lex.get(r, (0.0, self.depth))
             d, d_rank = den.get(r, (d_floor, self.depth))
+            c, c_rank = grams.get(r, (0.0, c_depth))
             feats.append([b, b / l_top, math.log1p(b_rank), d, d - d_top, (d - d_floor) / span, math.log1p(d_rank),
-                          float(r in lex and r in den), *match_features(qt, self._tt(r), memo), agreement])
+                          float(r in lex and r in den), *match_features(qt, self._tt(r), memo), agreement,
+                          c, c / c_top, math.log1p(c_rank)])
         return rows
+
+
+def candidate_builder(ids: list[str], titles: list[str], dense, depth: int,  # noqa: ANN001 - retriever
+                      char_depth: int) -> CandidateBuilder:
+    """BM25 over ``titles`` (and character-trigram BM25 when ``char_depth`` > 0) plus ``dense``, as one builder."""
+    from vitrine.evaluate import BM25Retriever, CharGramRetriever
+
+    chars = CharGramRetriever(ids, titles) if char_depth > 0 else None
+    return CandidateBuilder(BM25Retriever(ids, titles), dense, titles, depth, chars, char_depth)
+
+
+def _lexical_hits(scores: np.ndarray, rows: np.ndarray) -> dict[int, tuple[float, int]]:
+    """``{row: (score, competition rank)}`` of a lexical list's matching rows (score > 0, not padding)."""
+    return {int(r): (float(s), rank) for r, s, rank in zip(rows, scores, competition_ranks(scores), strict=True)
+            if r >= 0 and s > 0}
 
 
 def competition_ranks(scores: np.ndarray) -> list[int]:
@@ -230,13 +263,18 @@ class Reranker:
         if not isinstance(meta.get("depth"), int) or "model" not in meta:
             raise ConfigError(f"--rerank {folder}: reranker.json lacks its dense model or candidate depth; "
                               "retrain it with `vitrine rerank`")
+        version = meta.get("feature_version", 1)
+        if version != FEATURE_VERSION:
+            raise ConfigError(f"--rerank {folder}: trained with feature version {version} "
+                              f"({_VERSIONS.get(version, 'unknown')}), this version computes {FEATURE_VERSION} "
+                              f"({_VERSIONS[FEATURE_VERSION]}); retrain it with this version's `vitrine rerank` "
+                              "(and --attach=true again if served)")
         if meta.get("features") != list(FEATURES):
             raise ConfigError(f"--rerank {folder}: trained with other features ({meta.get('features')}); "
                               "retrain it with this version's `vitrine rerank`")
-        if meta.get("feature_version", 1) != FEATURE_VERSION:
-            raise ConfigError(f"--rerank {folder}: trained with feature version {meta.get('feature_version', 1)} "
-                              f"(BM25 candidates in the library's tie order), this version computes {FEATURE_VERSION}; "
-                              "retrain it with this version's `vitrine rerank` (and --attach=true again if served)")
+        if not isinstance(meta.get("char_depth"), int) or meta["char_depth"] < 0:
+            raise ConfigError(f"--rerank {folder}: reranker.json lacks its character-trigram depth; "
+                              "retrain it with `vitrine rerank`")
         return cls(lgb.Booster(model_file=str(path / "reranker.txt")), meta)
 
 

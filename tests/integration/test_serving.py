@@ -20,7 +20,7 @@ from pipelines import embed_index
 from pipelines.serve import register_zero_shot
 from vitrine import registry
 from vitrine.config import DataConfig, IndexConfig, IndexJob, TrackingConfig
-from vitrine.errors import VitrineError
+from vitrine.errors import ConfigError, VitrineError
 
 pytestmark = pytest.mark.ray
 PORT = 8131
@@ -109,6 +109,19 @@ def test_embed_job_embeds_every_row_exactly_once(app):
     renamed = emb.set_column(0, "product_id", pa.array(["ghost"] + emb.column(0).to_pylist()[1:]))
     with pytest.raises(VitrineError, match="1 unknown"):
         embed_index.check_exactly_once(renamed, catalog, raw)
+
+
+def test_bad_embedding_setting_fails_before_any_mlflow_run(app):
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(app["tracking"].experiment)
+    before = len(client.search_runs([exp.experiment_id]))
+    for key, value in (("embed_chunk", -1), ("embed_batch_size", 0), ("metric", "cosine")):
+        job = IndexJob(workdir=str(app["work"]), model_uri=f"models:/{NAME}/{app['v1']}",
+                       data=DataConfig(catalog=str(app["catalog"])), tracking=app["tracking"],
+                       index=IndexConfig(**{key: value}))
+        with pytest.raises(ConfigError, match=f"index.{key}"):
+            embed_index.run_in_process(job)
+    assert len(client.search_runs([exp.experiment_id])) == before  # no FAILED run left behind
 
 
 def test_http_search_finds_products_by_title(app):

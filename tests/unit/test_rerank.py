@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vitrine.errors import ConfigError
-from vitrine.evaluate import BM25Retriever, Relevance
+from vitrine.evaluate import BM25Retriever, CharGramRetriever, Relevance, char_grams
 from vitrine.rerank import (
     FEATURES,
     CandidateBuilder,
@@ -69,7 +69,7 @@ def test_reranker_orders_by_what_it_learned_and_round_trips(tmp_path):
     n_q, per_q = 60, 8
     x = rng.normal(size=(n_q * per_q, len(FEATURES))).astype(np.float32)
     y = (x[:, FEATURES.index("number_match")] > 0.8).astype(np.int32) * 3  # relevance lives in one feature
-    ranker = Reranker.fit(x, y, [per_q] * n_q, {"model": "m", "depth": 10}, trees=40)
+    ranker = Reranker.fit(x, y, [per_q] * n_q, {"model": "m", "depth": 10, "char_depth": 0}, trees=40)
     assert max(ranker.importance(), key=ranker.importance().get) == "number_match"
     loaded = Reranker.load(ranker.save(tmp_path / "r"))
     assert np.allclose(loaded.score(x), ranker.score(x)) and loaded.meta["model"] == "m"
@@ -90,6 +90,10 @@ def test_reranker_refusals(tmp_path):
         Reranker.fit(x, np.zeros(4, np.int32), [4], {})
     with pytest.raises(ConfigError, match="depth=5"):
         CandidateBuilder(None, None, [], depth=5)
+    with pytest.raises(ConfigError, match="char_depth=-1"):
+        CandidateBuilder(None, None, [], depth=10, char_depth=-1)
+    with pytest.raises(ConfigError, match="char_depth=50: .* CharGramRetriever"):
+        CandidateBuilder(None, None, [], depth=10, char_depth=50)  # a depth but no trigram retriever
 
 
 def test_memoised_fuzzy_coverage_gives_the_same_features():
@@ -134,11 +138,54 @@ def test_tied_bm25_scores_share_their_rank_feature():
     assert rows == [[0, 1, 2]] and rank[0] == rank[1] == 0.0 and rank[2] == pytest.approx(np.log1p(2))
 
 
-def test_a_ranker_of_the_former_feature_version_is_refused(tmp_path):
+def test_rankers_of_former_feature_versions_are_refused(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(80, len(FEATURES))).astype(np.float32)
-    ranker = Reranker.fit(x, (x[:, 0] > 0).astype(np.int32), [8] * 10, {"model": "m", "depth": 10}, trees=5)
-    assert ranker.meta["feature_version"] == 2
+    meta = {"model": "m", "depth": 10, "char_depth": 200}
+    ranker = Reranker.fit(x, (x[:, 0] > 0).astype(np.int32), [8] * 10, meta, trees=5)
+    assert ranker.meta["feature_version"] == 3
+    assert Reranker.load(ranker.save(tmp_path / "new")).meta["char_depth"] == 200
+    v2 = dict(ranker.meta, feature_version=2, features=list(FEATURES[:19]))  # what a version-2 ranker saved
+    del v2["char_depth"]
+    ranker.meta = v2
+    with pytest.raises(ConfigError, match=r"feature version 2 \(BM25 ties in row order, no character-trigram"
+                                          r" list\), this version computes 3 .* retrain it"):
+        Reranker.load(ranker.save(tmp_path / "v2"))
     del ranker.meta["feature_version"]  # what every ranker saved before version 2 looks like
     with pytest.raises(ConfigError, match="feature version 1 .* retrain it"):
         Reranker.load(ranker.save(tmp_path / "old"))
+
+
+def test_char_grams_and_the_trigram_retriever_find_misspelt_split_and_joined_words():
+    assert char_grams("Toliet  seat") == ["#to", "tol", "oli", "lie", "iet", "et#", "#se", "sea", "eat", "at#"]
+    assert char_grams("a") == ["#a#"]
+    titles = ["Round Toilet Seat", "Dishwasher Rack", "Hampton Bay Ceiling Fan", "Toilet Seat Round", "Nut"]
+    chars = CharGramRetriever([f"p{i}" for i in range(len(titles))], titles)
+    words = BM25Retriever([f"p{i}" for i in range(len(titles))], titles)
+    queries = ["toliet seat", "dish washer", "hamptonbay fan", "zzqx"]
+    scores, rows = chars.top(queries, 3)
+    _, word_rows = words.top(queries, 3)
+    assert rows[0][:2].tolist() == [0, 3] and scores[0][0] == scores[0][1]  # same grams: a tie, in row order
+    assert rows[1][0] == 1 and word_rows[1].tolist() == [-1] * 3  # "dish washer": no word of the title
+    assert rows[2][0] == 2 and rows[3].tolist() == [-1] * 3 and scores[3].tolist() == [0.0] * 3
+    _, rows = chars.top(["toliet seat"], 3, np.array([False, True, True, True, True]))
+    assert rows[0][0] == 3 and 0 not in rows[0].tolist()  # a filtered-out row never comes back
+
+
+def test_the_trigram_list_adds_candidates_and_its_own_features():
+    titles = ["bolt", "nut", "washer", "screw", "anchor"]
+    chars = _Fixed("chars", [3, 0, 1], [6.0, 3.0, 3.0])
+    builder = CandidateBuilder(_Fixed("bm25", [0, 1], [4.0, 2.0]), _Fixed("d", [4, 0], [0.9, 0.8]), titles,
+                               depth=10, chars=chars, char_depth=10)
+    x, rows = builder.build(["bolt"])
+    assert rows == [[0, 1, 3, 4]]  # row 3 only from the trigram list
+    col = {f: x[:, i] for i, f in enumerate(FEATURES)}
+    assert col["chargram"].tolist() == [3.0, 3.0, 6.0, 0.0]
+    assert col["chargram_rel_top"].tolist() == [0.5, 0.5, 1.0, 0.0]
+    assert col["chargram_log_rank"].tolist() == pytest.approx(np.log1p([1, 1, 0, 10]).tolist())  # tie shares 1
+    assert col["in_both"].tolist() == [1.0, 0.0, 0.0, 0.0]  # still words and dense
+    off, off_rows = CandidateBuilder(_Fixed("bm25", [0, 1], [4.0, 2.0]), _Fixed("d", [4, 0], [0.9, 0.8]), titles,
+                                     depth=10).build(["bolt"])
+    assert off_rows == [[0, 1, 4]]
+    assert np.array_equal(off[:, :FEATURES.index("chargram")], x[[0, 1, 3], :FEATURES.index("chargram")])
+    assert off[:, FEATURES.index("chargram_log_rank")].tolist() == pytest.approx([np.log1p(10)] * 3)

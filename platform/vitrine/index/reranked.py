@@ -1,12 +1,13 @@
-"""Re-ranking at serve time: the ``vitrine rerank`` ranker attached to a registry version orders BM25 + index
-candidates for each query, as ``vitrine evaluate --rerank`` does offline.
+"""Re-ranking at serve time: the ``vitrine rerank`` ranker attached to a registry version orders BM25 (words and,
+when the ranker was trained with them, character trigrams) + index candidates for each query, as
+``vitrine evaluate --rerank`` does offline.
 
 A ranker is attached with ``vitrine rerank --attach=true``: a ``vitrine.reranker_uri`` tag on the registry version
 whose scores it was trained with. The server loads it with that version (so on promotion, or on a redeploy for
 the version it already serves) and refuses a ranker trained with another version's scores (its dense features
 would mean something else). Differences from the offline path, by design: the dense candidates come from the
 served index (exact only for ``Flat``; an approximate index returns its own top ``depth``), and attribute
-filters restrict both sides before ranking (BM25 and the index each take their top ``depth`` among the matching
+filters restrict every list before ranking (each BM25 list and the index take their top among the matching
 products). When fewer than k candidates exist, the answer continues in dense order, marked ``stage="dense"``.
 """
 
@@ -27,19 +28,19 @@ class ServedReranker:
     """BM25 over a served catalog's titles + the trained ranker, answering one query vector at a time."""
 
     def __init__(self, catalog: Any, reranker: Any, uri: str = "") -> None:  # serving.Catalog, rerank.Reranker
-        from vitrine.evaluate import BM25Retriever
-        from vitrine.rerank import CandidateBuilder
+        from vitrine.rerank import candidate_builder
 
         self.catalog, self.reranker, self.uri = catalog, reranker, uri
-        self.depth = int(reranker.meta["depth"])
-        self.lexical = BM25Retriever(list(catalog.index.product_ids), catalog.titles)
-        self.builder = CandidateBuilder(self.lexical, None, catalog.titles, self.depth)
-        log.info("re-ranking with %s (%s, depth %d, %s trees)", uri, reranker.meta.get("model"), self.depth,
-                 reranker.meta.get("trees"))
+        self.depth, self.char_depth = int(reranker.meta["depth"]), int(reranker.meta["char_depth"])
+        self.builder = candidate_builder(list(catalog.index.product_ids), catalog.titles, None, self.depth,
+                                         self.char_depth)
+        self.lexical, self.chars = self.builder.lexical, self.builder.chars
+        log.info("re-ranking with %s (%s, depth %d, character trigrams %d, %s trees)", uri, reranker.meta.get("model"),
+                 self.depth, self.char_depth, reranker.meta.get("trees"))
 
     def info(self) -> dict[str, Any]:
         """What ``GET /model`` shows of the ranker."""
-        keep = ("model", "depth", "trees", "queries", "candidate_recall", "judgments", "catalog")
+        keep = ("model", "depth", "char_depth", "trees", "queries", "candidate_recall", "judgments", "catalog")
         return {"uri": self.uri, **{k: self.reranker.meta[k] for k in keep if k in self.reranker.meta}}
 
     def search(self, query: str, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -51,7 +52,11 @@ class ServedReranker:
         ls, lr = ls[0], np.asarray(lr[0], np.int64)
         ds, dr = self.catalog.index.search(vector[None, :], max(self.depth, k), allowed)
         ds, dr = ds[0], dr[0]
-        x, rows = self.builder.candidates(query, (ls, lr), (ds[:self.depth], dr[:self.depth]))
+        grams = None
+        if self.chars is not None:
+            cs, cr = self.chars.top([query], self.char_depth, allowed)
+            grams = (cs[0], np.asarray(cr[0], np.int64))
+        x, rows = self.builder.candidates(query, (ls, lr), (ds[:self.depth], dr[:self.depth]), grams)
         scores, best = top_k(self.reranker.score(x), rows, k)
         out = [(int(r), float(s), "rerank") for s, r in zip(scores, best, strict=True)]
         if len(out) < k:
