@@ -178,7 +178,10 @@ class CharGramRetriever:
 
         self.ids = product_ids
         self.index = bm25s.BM25()
-        self.index.index([char_grams(t) for t in titles], show_progress=False)
+        # one string object per distinct gram (about 15k on Home Depot), not one per occurrence (3.3M): this
+        # halves the memory that building the index leaves behind in a Serve replica (238 -> 121 MB there)
+        canon: dict[str, str] = {}
+        self.index.index([[canon.setdefault(g, g) for g in char_grams(t)] for t in titles], show_progress=False)
 
     def top(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) as in ``BM25Retriever.top``."""
