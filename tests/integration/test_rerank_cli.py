@@ -30,6 +30,7 @@ def test_rerank_trains_logs_and_lifts_its_training_queries(trained):
     (a wiring check: grades misaligned with candidates would leave it at the dense model's level)."""
     meta = json.loads((trained / "ranker" / "reranker.json").read_text())
     assert meta["model"] == "pretrained-minilm" and meta["queries"] == 300 and meta["candidate_recall"] > 0.9
+    assert meta["char_depth"] == 200 and meta["feature_version"] == 3  # the trigram list is on by default
     assert (trained / "ranker" / "importance.png").stat().st_size > 10_000
     dense = _evaluate(trained)
     reranked = _evaluate(trained, "--rerank", str(trained / "ranker"))
@@ -63,3 +64,17 @@ def test_rerank_refuses_another_model_and_bad_input(trained, tmp_path, capsys):
     assert "the re-ranker needs the dense model whose scores it uses" in capsys.readouterr().err
     assert main(["rerank", "--model=pretrained", "--depth=5", f"--workdir={tmp_path}"]) == 2
     assert "--depth=5: use at least 1 tree and 10 candidates a side" in capsys.readouterr().err
+    assert main(["rerank", "--model=pretrained", "--char_depth=-1", f"--workdir={tmp_path}"]) == 2
+    assert "--char_depth=-1: use 0 (no character-trigram list) or a positive depth" in capsys.readouterr().err
+
+
+def test_rerank_without_the_trigram_list(trained):
+    """``--char_depth=0`` (the ablation switch): candidates from BM25 and the dense model only, fewer of them."""
+    out = trained / "ranker-no-trigrams"
+    assert main(["rerank", "--model=pretrained", f"--workdir={trained}", f"--out={out}", "--trees=60",
+                 "--char_depth=0"]) == 0
+    meta = json.loads((out / "reranker.json").read_text())
+    full = json.loads((trained / "ranker" / "reranker.json").read_text())
+    assert meta["char_depth"] == 0 and meta["candidates"] < full["candidates"]
+    reranked = _evaluate(trained, "--rerank", str(out))
+    assert reranked["metrics"]["ndcg@10"] > _evaluate(trained)["metrics"]["ndcg@10"] + 0.05
