@@ -64,31 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     if depths[0] < 1:
         raise SystemExit(f"error: --depths {args.depths!r}: depths must be >= 1")
 
-    from pipelines.common import absolute, catalog_index
-    from pipelines.evaluate import single_retriever
-    from vitrine import registry
-    from vitrine.catalog.io import read_table
-    from vitrine.catalog.schema import clean_judgments
-    from vitrine.config import EvaluateJob
-    from vitrine.errors import VitrineError
-    from vitrine.evaluate import BM25Retriever, CharGramRetriever, Relevance, judgments_by_query
+    from bench.quality.fusion_sweep import judged_dense
+    from vitrine.evaluate import BM25Retriever, CharGramRetriever
 
-    try:
-        job = EvaluateJob(workdir=args.workdir, model=args.model, catalog=args.catalog, judgments=args.judgments,
-                          embeddings=args.embeddings)
-        workdir = absolute(job.workdir)
-        if job.model.startswith("models:/"):
-            registry.setup(job.tracking, workdir)
-        catalog, _, files = catalog_index(job.catalog)
-        ids = catalog.column("product_id").to_pylist()
-        titles = catalog.column("title").to_pylist()
-        judgments, _ = clean_judgments(read_table(job.judgments), set(ids), source=job.judgments)
-        dense, label = single_retriever(job, catalog, files, workdir)
-    except VitrineError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    rel = Relevance(job.relevant_min, job.gain_offset)
+    catalog, judged, dense, label, rel = judged_dense(args.model, args.workdir, args.embeddings, args.catalog,
+                                                      args.judgments)
+    ids = catalog.column("product_id").to_pylist()
+    titles = catalog.column("title").to_pylist()
     position = {pid: i for i, pid in enumerate(ids)}
-    judged = judgments_by_query(judgments)
     queries = sorted(q for q, labels in judged.items() if any(v >= rel.relevant_min for v in labels.values()))
     relevant = [{position[p] for p, v in judged[q].items() if v >= rel.relevant_min} for q in queries]
     top, seconds = depths[-1], {}

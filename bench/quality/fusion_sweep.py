@@ -87,6 +87,33 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def judged_dense(model: str, workdir: str, embeddings: str, catalog: str, judgments: str) -> tuple:
+    """``(catalog table, {query: {product_id: label}}, dense retriever, its label, Relevance)`` for a bench run:
+    the model's vectors read from ``embeddings`` (or embedded now), the judgments cleaned against the catalog;
+    a ``VitrineError`` ends the run with its message."""
+    from pipelines.common import absolute, catalog_index
+    from pipelines.evaluate import single_retriever
+    from vitrine import registry
+    from vitrine.catalog.io import read_table
+    from vitrine.catalog.schema import clean_judgments
+    from vitrine.config import EvaluateJob
+    from vitrine.errors import VitrineError
+    from vitrine.evaluate import Relevance, judgments_by_query
+
+    try:
+        job = EvaluateJob(workdir=workdir, model=model, catalog=catalog, judgments=judgments, embeddings=embeddings)
+        root = absolute(job.workdir)
+        if job.model.startswith("models:/"):
+            registry.setup(job.tracking, root)
+        table, _, files = catalog_index(job.catalog)
+        ids = set(table.column("product_id").to_pylist())
+        cleaned, _ = clean_judgments(read_table(job.judgments), ids, source=job.judgments)
+        dense, label = single_retriever(job, table, files, root)
+    except VitrineError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return table, judgments_by_query(cleaned), dense, label, Relevance(job.relevant_min, job.gain_offset)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m bench.quality.fusion_sweep``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -107,30 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     if any(not 0.0 <= w <= 1.0 for w in weights) or args.depth < 100:
         raise SystemExit(f"error: --weights {args.weights!r} / --depth {args.depth}: weights in [0, 1], depth >= 100")
 
-    from pipelines.common import absolute, catalog_index
-    from pipelines.evaluate import single_retriever
-    from vitrine import registry
-    from vitrine.catalog.io import read_table
-    from vitrine.catalog.schema import clean_judgments
-    from vitrine.config import EvaluateJob
-    from vitrine.errors import VitrineError
-    from vitrine.evaluate import BM25Retriever, Relevance, judgments_by_query
+    from vitrine.evaluate import BM25Retriever
 
-    try:
-        job = EvaluateJob(workdir=args.workdir, model=args.model, catalog=args.catalog, judgments=args.judgments,
-                          embeddings=args.embeddings)
-        workdir = absolute(job.workdir)
-        if job.model.startswith("models:/"):
-            registry.setup(job.tracking, workdir)
-        catalog, _, files = catalog_index(job.catalog)
-        ids = catalog.column("product_id").to_pylist()
-        judgments, _ = clean_judgments(read_table(job.judgments), set(ids), source=job.judgments)
-        dense, label = single_retriever(job, catalog, files, workdir)
-    except VitrineError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    catalog, judged, dense, label, rel = judged_dense(args.model, args.workdir, args.embeddings, args.catalog,
+                                                      args.judgments)
+    ids = catalog.column("product_id").to_pylist()
     lexical = BM25Retriever(ids, catalog.column("title").to_pylist())
-    rel = Relevance(job.relevant_min, job.gain_offset)
-    rows = sweep(lexical, dense, ids, judgments_by_query(judgments), rel, weights, args.depth)
+    rows = sweep(lexical, dense, ids, judged, rel, weights, args.depth)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps({"model": label, "catalog": args.catalog, "judgments": args.judgments,
