@@ -168,7 +168,8 @@ class CharGramRetriever:
     ("galv"), and word-level BM25 then finds nothing. Over character trigrams those queries still share most of
     their grams with the title they meant. On the Home Depot validation queries its top 100 alone holds 0.744
     of the relevant products, against 0.710 for word BM25 and 0.713 for the trained dense model, and adding its
-    top 200 to theirs raises the candidates' recall from 0.870 to 0.895 (docs/quality.md#learned-re-ranker).
+    top 200 to theirs raises the candidates' recall from 0.870 to 0.895
+    (docs/quality.md#a-third-candidate-list-bm25-over-character-trigrams).
     """
 
     name = "bm25-chargrams"
@@ -179,7 +180,7 @@ class CharGramRetriever:
         self.ids = product_ids
         self.index = bm25s.BM25()
         # one string object per distinct gram (about 15k on Home Depot), not one per occurrence (3.3M): this
-        # halves the memory that building the index leaves behind in a Serve replica (238 -> 121 MB there)
+        # halves the memory that building the index leaves in the process (238 -> 121 MB for Home Depot)
         canon: dict[str, str] = {}
         self.index.index([[canon.setdefault(g, g) for g in char_grams(t)] for t in titles], show_progress=False)
 
