@@ -27,10 +27,7 @@ retraining command.
 from __future__ import annotations
 
 import json
-import math
-import re
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vitrine.errors import ConfigError
+from vitrine.rerank_features import TitleIndex, lexical_hits, lookup, tokens
 
 FEATURES = (
     "bm25", "bm25_rel_top", "bm25_log_rank", "dense", "dense_minus_top", "dense_minmax", "dense_log_rank",
@@ -48,59 +46,6 @@ FEATURES = (
 FEATURE_VERSION = 3
 _VERSIONS = {1: "BM25 candidates in the library's tie order", 2: "BM25 ties in row order, no character-trigram list",
              3: "BM25 ties in row order, plus a character-trigram BM25 list"}
-_TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
-
-
-def tokens(text: str) -> list[str]:
-    """Lower-cased word / number tokens with a light plural strip (``"Screws"`` -> ``"screw"``)."""
-    out = []
-    for t in _TOKEN.findall(text.lower()):
-        if len(t) > 3 and t.endswith("s") and not t.endswith("ss"):
-            t = t[:-1]
-        out.append(t)
-    return out
-
-
-@lru_cache(maxsize=200_000)
-def _trigrams(token: str) -> frozenset[str]:
-    t = f"#{token}#"
-    return frozenset(t[i:i + 3] for i in range(len(t) - 2))
-
-
-def match_features(query_tokens: list[str], title_tokens: list[str],
-                   memo: dict[str, dict[str, float]] | None = None) -> list[float]:
-    """The title-match features of one (query, title) pair, in ``FEATURES`` order from ``query_coverage``.
-
-    Misspelt query words (frequent in real logs: "vynal", "toliet") count by their best character-trigram
-    Jaccard against a title word in ``fuzzy_coverage``. ``memo`` keeps those Jaccards across the candidates of
-    one query (titles share words): the values are the same with or without it, only faster.
-    """
-    qset, tset = set(query_tokens), set(title_tokens)
-    common = qset & tset
-    coverage = len(common) / max(len(qset), 1)
-    title_text = " ".join(title_tokens)
-    bigrams = [f"{a} {b}" for a, b in zip(query_tokens, query_tokens[1:], strict=False)]
-    bigram_cov = sum(b in title_text for b in bigrams) / max(len(bigrams), 1)
-    numbers = {t for t in qset if any(c.isdigit() for c in t)}
-    number_match = len(numbers & tset) / len(numbers) if numbers else -1.0
-    last = float(bool(query_tokens) and query_tokens[-1] in tset)
-    first = float(bool(query_tokens) and query_tokens[0] in tset)
-    positions = [title_tokens.index(t) / len(title_tokens) for t in common]
-    fuzzy = 0.0
-    memo = {} if memo is None else memo
-    for t in qset - tset:
-        g, best, seen = _trigrams(t), 0.0, memo.setdefault(t, {})
-        for u in tset:
-            j = seen.get(u)
-            if j is None:
-                h = _trigrams(u)
-                j = seen[u] = len(g & h) / len(g | h)
-            if j > best:
-                best = j
-        fuzzy += best
-    return [coverage, bigram_cov, number_match, last, first, float(len(query_tokens)), float(len(title_tokens)),
-            min(positions) if positions else 1.0, float(bool(query_tokens) and " ".join(query_tokens) in title_text),
-            (len(common) + fuzzy) / max(len(qset), 1)]
 
 
 class CandidateBuilder:
@@ -117,17 +62,12 @@ class CandidateBuilder:
                               "depth with a CharGramRetriever")
         self.lexical, self.dense, self.titles, self.depth = lexical, dense, titles, depth
         self.chars, self.char_depth = (chars, char_depth) if char_depth else (None, 0)
-        self._title_tokens: dict[int, list[str]] = {}
-
-    def _tt(self, row: int) -> list[str]:
-        if row not in self._title_tokens:
-            self._title_tokens[row] = tokens(self.titles[row])
-        return self._title_tokens[row]
+        self.titles_index = TitleIndex(titles)
 
     def build(self, queries: list[str], batch: int = 256, progress: str | None = None
               ) -> tuple[np.ndarray, list[list[int]]]:
         """``(X, rows)``: one feature row per candidate (queries in order), and each query's candidate rows."""
-        feats: list[list[float]] = []
+        feats: list[np.ndarray] = []
         all_rows: list[list[int]] = []
         steps = range(0, len(queries), batch)
         for start in tqdm(steps, desc=progress, unit="batch", disable=progress is None):
@@ -136,42 +76,38 @@ class CandidateBuilder:
             ds, dr = self.dense.search(chunk, self.depth)
             cs, cr = self.chars.top(chunk, self.char_depth) if self.chars else (None, None)
             for i, q in enumerate(chunk):
-                rows = self._one(q, ls[i], lr[i], ds[i], dr[i], feats, None if cs is None else (cs[i], cr[i]))
+                x, rows = self._one(q, ls[i], lr[i], ds[i], dr[i], None if cs is None else (cs[i], cr[i]))
+                feats.append(x)
                 all_rows.append(rows)
-        return np.asarray(feats, np.float32).reshape(-1, len(FEATURES)), all_rows
+        return (np.concatenate(feats) if feats else np.zeros((0, len(FEATURES)), np.float32)), all_rows
 
     def candidates(self, query: str, lexical: tuple[np.ndarray, np.ndarray], dense: tuple[np.ndarray, np.ndarray],
                    chars: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:
         """One query's feature rows and candidate rows from each list's top ``(scores, rows)`` (a served index's)."""
-        feats: list[list[float]] = []
-        rows = self._one(query, lexical[0], lexical[1], dense[0], dense[1], feats, chars if self.chars else None)
-        return np.asarray(feats, np.float32).reshape(-1, len(FEATURES)), rows
+        return self._one(query, lexical[0], lexical[1], dense[0], dense[1], chars if self.chars else None)
 
     def _one(self, query: str, ls: np.ndarray, lr: np.ndarray, ds: np.ndarray, dr: np.ndarray,
-             feats: list[list[float]], chars: tuple[np.ndarray, np.ndarray] | None = None) -> list[int]:
-        lex = _lexical_hits(ls, lr)
-        den = {int(r): (float(s), rank) for rank, (s, r) in enumerate(zip(ds, dr, strict=True)) if r >= 0}
-        grams = {} if chars is None else _lexical_hits(*chars)
-        rows = sorted(set(lex) | set(den) | set(grams))
-        if not rows:
-            return rows
-        l_top = max((s for s, _ in lex.values()), default=0.0) or 1e-6
-        c_top = max((s for s, _ in grams.values()), default=0.0) or 1e-6
-        c_depth = self.char_depth or self.depth
-        d_scores = [s for s, _ in den.values()] or [0.0]
-        d_top, d_floor = max(d_scores), min(d_scores)
+             chars: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:
+        """One query's ``(feature rows, candidate rows)``: candidates in row order, features as arrays."""
+        l_rows, l_s, l_rank = lexical_hits(ls, lr)
+        kept = np.flatnonzero(np.asarray(dr) >= 0)
+        d_rows, d_s = np.asarray(dr, np.int64)[kept], np.asarray(ds, np.float64)[kept]
+        c_rows, c_s, c_rank = lexical_hits(*chars) if chars is not None else (np.zeros(0, np.int64),) * 3
+        rows = np.union1d(np.union1d(l_rows, d_rows), c_rows).astype(np.int64)
+        if not len(rows):
+            return np.zeros((0, len(FEATURES)), np.float32), []
+        l_top = float(l_s.max(initial=0.0)) or 1e-6
+        c_top = float(c_s.max(initial=0.0)) or 1e-6
+        d_top, d_floor = (float(d_s.max()), float(d_s.min())) if len(d_s) else (0.0, 0.0)
         span = max(d_top - d_floor, 1e-6)
-        agreement = float(len(set(lex) & set(den)))
-        qt = tokens(query)
-        memo: dict[str, dict[str, float]] = {}
-        for r in rows:
-            b, b_rank = lex.get(r, (0.0, self.depth))
-            d, d_rank = den.get(r, (d_floor, self.depth))
-            c, c_rank = grams.get(r, (0.0, c_depth))
-            feats.append([b, b / l_top, math.log1p(b_rank), d, d - d_top, (d - d_floor) / span, math.log1p(d_rank),
-                          float(r in lex and r in den), *match_features(qt, self._tt(r), memo), agreement,
-                          c, c / c_top, math.log1p(c_rank)])
-        return rows
+        in_lex, (b, b_rank) = lookup(l_rows, [l_s, l_rank], rows, [0.0, self.depth])
+        in_den, (d, d_rank) = lookup(d_rows, [d_s, kept], rows, [d_floor, self.depth])
+        _, (c, c_rank) = lookup(c_rows, [c_s, c_rank], rows, [0.0, self.char_depth or self.depth])
+        agreement = np.full(len(rows), float(len(np.intersect1d(l_rows, d_rows))))
+        x = np.column_stack([b, b / l_top, np.log1p(b_rank), d, d - d_top, (d - d_floor) / span, np.log1p(d_rank),
+                             in_lex & in_den, self.titles_index.match(tokens(query), rows), agreement,
+                             c, c / c_top, np.log1p(c_rank)])
+        return x.astype(np.float32), rows.tolist()
 
 
 def candidate_builder(ids: list[str], titles: list[str], dense, depth: int,  # noqa: ANN001 - retriever
@@ -181,21 +117,6 @@ def candidate_builder(ids: list[str], titles: list[str], dense, depth: int,  # n
 
     chars = CharGramRetriever(ids, titles) if char_depth > 0 else None
     return CandidateBuilder(BM25Retriever(ids, titles), dense, titles, depth, chars, char_depth)
-
-
-def _lexical_hits(scores: np.ndarray, rows: np.ndarray) -> dict[int, tuple[float, int]]:
-    """``{row: (score, competition rank)}`` of a lexical list's matching rows (score > 0, not padding)."""
-    return {int(r): (float(s), rank) for r, s, rank in zip(rows, scores, competition_ranks(scores), strict=True)
-            if r >= 0 and s > 0}
-
-
-def competition_ranks(scores: np.ndarray) -> list[int]:
-    """Ranks of a descending score list where equal scores share the rank of the first of them (0-based)."""
-    ranks, prev = [], None
-    for i, s in enumerate(scores):
-        ranks.append(i if prev is None or s != prev else ranks[-1])
-        prev = s
-    return ranks
 
 
 def grades(rows: list[list[int]], queries: list[str], ids: list[str], judged: dict[str, dict[str, float]],

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from vitrine.errors import ConfigError
@@ -12,11 +15,12 @@ from vitrine.rerank import (
     CandidateBuilder,
     Reranker,
     RerankRetriever,
-    competition_ranks,
     grades,
-    match_features,
     tokens,
 )
+from vitrine.rerank_features import TitleIndex, competition_ranks, word_trigrams
+
+SAMPLE = Path(__file__).resolve().parents[2] / "platform" / "vitrine" / "sample"
 
 REL = Relevance(2.0, 1.0)
 
@@ -32,6 +36,31 @@ class _Fixed:
         return np.tile(np.array(self.scores[:k], np.float32), (n, 1)), np.tile(np.array(self.rows[:k]), (n, 1))
 
     top = search  # the lexical side's candidate call
+
+
+def reference_match(query_tokens: list[str], title_tokens: list[str]) -> list[float]:
+    """The title-match features of one (query, title) pair, written per pair as the features are defined."""
+    qset, tset = set(query_tokens), set(title_tokens)
+    common = qset & tset
+    title_text = " ".join(title_tokens)
+    bigrams = [f"{a} {b}" for a, b in zip(query_tokens, query_tokens[1:], strict=False)]
+    numbers = {t for t in qset if any(c.isdigit() for c in t)}
+    positions = [title_tokens.index(t) / len(title_tokens) for t in common]
+    fuzzy = 0.0
+    for t in qset - tset:
+        g = word_trigrams(t)
+        fuzzy += max((len(g & word_trigrams(u)) / len(g | word_trigrams(u)) for u in tset), default=0.0)
+    return [len(common) / max(len(qset), 1), sum(b in title_text for b in bigrams) / max(len(bigrams), 1),
+            len(numbers & tset) / len(numbers) if numbers else -1.0,
+            float(bool(query_tokens) and query_tokens[-1] in tset),
+            float(bool(query_tokens) and query_tokens[0] in tset), float(len(query_tokens)), float(len(title_tokens)),
+            min(positions) if positions else 1.0, float(bool(query_tokens) and " ".join(query_tokens) in title_text),
+            (len(common) + fuzzy) / max(len(qset), 1)]
+
+
+def match_features(query_tokens: list[str], title_tokens: list[str]) -> list[float]:
+    """``TitleIndex.match`` of one pair (the code under test), through a one-title index."""
+    return TitleIndex([" ".join(title_tokens)]).match(query_tokens, np.array([0]))[0].tolist()
 
 
 def test_tokens_and_match_features_by_hand():
@@ -96,19 +125,25 @@ def test_reranker_refusals(tmp_path):
         CandidateBuilder(None, None, [], depth=10, char_depth=50)  # a depth but no trigram retriever
 
 
-def test_memoised_fuzzy_coverage_gives_the_same_features():
-    """The per-query memo of trigram Jaccards (shared across candidates) must not change any value."""
-    titles = ["Toilet Seat Elongated White", "Vinyl Plank Flooring 6 in.", "Toilet Flange Repair Kit",
-              "Elongated Bowl Toilet in White", "Vinyl Tile Adhesive", "Seat Hinge for Toilets"]
-    for query in ("toliet seat elongatd", "vynal plank 6 in", "white bowl"):
-        q, memo = tokens(query), {}
-        for title in titles:
-            assert match_features(q, tokens(title), memo) == match_features(q, tokens(title))
-        assert memo  # it was used
+def test_vectorised_match_features_equal_the_per_pair_definition_on_real_titles():
+    """``TitleIndex.match`` over many candidates at once gives each pair's values as defined one pair at a time."""
+    titles = pq.read_table(SAMPLE / "homedepot_products.parquet", columns=["title"]).column("title").to_pylist()
+    queries = sorted(set(pq.read_table(SAMPLE / "homedepot_judgments.parquet", columns=["query"])
+                         .column("query").to_pylist()))[:60]
+    queries += ["toliet seat elongatd", "vynal plank 6 in", "", "zzqx 3/4", "in wall", "the the"]
+    index = TitleIndex(titles + ["", "3/4 in. x 10 ft. the the"])
+    rng = np.random.default_rng(0)
+    for query in queries:
+        rows = np.sort(rng.choice(len(titles) + 2, 150, replace=False))
+        rows[-1] = len(titles)  # an empty title
+        got = index.match(tokens(query), rows)
+        want = [reference_match(tokens(query), tokens(index.texts[r])) for r in rows]
+        assert np.allclose(got, want, rtol=1e-12, atol=0), query
+        assert np.array_equal(got.astype(np.float32), np.asarray(want, np.float32)), query
     fuzzy = FEATURES.index("fuzzy_coverage") - FEATURES.index("query_coverage")
     # "seat" matches; "toliet" ~ "toilet" share #to and et# of 10 trigrams: 0.2; "elongatd" ~ "elongated": 6/11
-    assert match_features(tokens("toliet seat elongatd"), tokens(titles[0]))[fuzzy] == pytest.approx(
-        (1 + 2 / 10 + 6 / 11) / 3)
+    assert match_features(tokens("toliet seat elongatd"), tokens("Toilet Seat Elongated White"))[fuzzy] == \
+        pytest.approx((1 + 2 / 10 + 6 / 11) / 3)
 
 
 def test_bm25_top_keeps_the_library_scores_orders_ties_by_row_and_drops_non_matches():
@@ -131,7 +166,8 @@ def test_bm25_top_keeps_the_library_scores_orders_ties_by_row_and_drops_non_matc
 
 
 def test_tied_bm25_scores_share_their_rank_feature():
-    assert competition_ranks(np.array([5.0, 3.0, 3.0, 3.0, 1.0, 1.0])) == [0, 1, 1, 1, 4, 4]
+    assert competition_ranks(np.array([5.0, 3.0, 3.0, 3.0, 1.0, 1.0])).tolist() == [0, 1, 1, 1, 4, 4]
+    assert competition_ranks(np.array([])).tolist() == []
     lexical = _Fixed("bm25", [0, 1, 2], [2.0, 2.0, 1.0])
     x, rows = CandidateBuilder(lexical, _Fixed("d", [0], [0.5]), ["a", "b", "c"], depth=10).build(["a"])
     rank = x[:, FEATURES.index("bm25_log_rank")]
