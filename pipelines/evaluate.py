@@ -62,7 +62,9 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
         titles = catalog.column("title").to_pylist()
         builder = candidate_builder(catalog.column("product_id").to_pylist(), titles, dense,
                                     int(reranker.meta["depth"]), int(reranker.meta["char_depth"]))
-        return RerankRetriever(builder, reranker), f"rerank-bm25+{label}"
+        retriever = RerankRetriever(builder, reranker)
+        retriever.embeddings = getattr(dense, "embeddings", None)
+        return retriever, f"rerank-bm25+{label}"
     if not job.model.startswith("hybrid:"):
         return single_retriever(job, catalog, files, workdir)
     from vitrine.errors import ConfigError
@@ -75,6 +77,7 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
     lexical = BM25Retriever(catalog.column("product_id").to_pylist(), catalog.column("title").to_pylist())
     retriever = HybridRetriever(lexical, dense, job.hybrid_depth, dense_weight=job.hybrid_weight,
                                 fusion=job.hybrid_fusion)
+    retriever.embeddings = getattr(dense, "embeddings", None)
     suffix = "" if job.hybrid_fusion == "rrf" else f"-{job.hybrid_fusion}{job.hybrid_weight:g}"
     return retriever, f"hybrid-bm25+{label}{suffix}"
 
@@ -98,13 +101,14 @@ def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], work
     model = registry.resolve_model(job.model, workdir / "cache")
     verify_model_dir(model.local_dir)
     if job.embeddings:
-        emb = read_table(job.embeddings)
+        emb, source = read_table(job.embeddings), job.embeddings
         log.info("product vectors read from %s (%d rows), not re-embedded", job.embeddings, emb.num_rows)
     else:
         index_job = IndexJob(workdir=job.workdir, data=job.data, index=job.index, tracking=job.tracking)
+        source = str(workdir / "eval_embeddings" / f"{time.time_ns()}")
         with ray_session():
-            emb = embed_catalog(files, model.local_dir, workdir / "eval_embeddings" / f"{time.time_ns()}",
-                                index_job)
+            emb = embed_catalog(files, model.local_dir, Path(source), index_job)
+        log.info("product vectors written to %s (reuse them with --embeddings)", source)
     emb = check_exactly_once(emb.filter(pa.compute.is_in(emb.column("product_id"), catalog.column("product_id"))),
                              catalog)
     position = {pid: i for i, pid in enumerate(emb.column("product_id").to_pylist())}
@@ -116,7 +120,9 @@ def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], work
 
         raise ConfigError(f"--embeddings {job.embeddings}: vectors of dim {vectors.shape[1]} do not come from "
                           f"{job.model} (dim {query_encoder.model.cfg.embed_dim}); drop --embeddings to re-embed")
-    return DenseRetriever(label, vectors, query_encoder), label
+    dense = DenseRetriever(label, vectors, query_encoder)
+    dense.embeddings = source  # where the product vectors are, for the report (and --embeddings next time)
+    return dense, label
 
 
 def retrieve(retriever: Any, queries: list[str], ids: list[str], k: int, batch: int = 256
@@ -168,6 +174,8 @@ def run(job: EvaluateJob) -> dict[str, Any]:
     result = {"model": label, "catalog": job.catalog, "judgments": job.judgments, "k": job.k,
               "relevant_min": job.relevant_min, "gain_offset": job.gain_offset, "metrics": metrics,
               "recall_curve": curve}
+    if getattr(retriever, "embeddings", None):
+        result["embeddings"] = retriever.embeddings  # the trained model's product vectors: pass to --embeddings
     run_id = registry.start_run(exp_id, f"evaluate-{label.replace('/', '-')}",
                                 tags={"vitrine.job": "evaluate", "vitrine.model": label})
     registry.log_params(run_id, {k: v for k, v in flatten(job).items() if not k.startswith(("index.", "data."))})

@@ -10,8 +10,8 @@ ranker on ``--judgments`` and attaches it (``vitrine rerank --attach=true``), th
 replica does (``vitrine.index.serving`` + ``vitrine.index.reranked``, one torch thread). Dense path: encode +
 index search. Re-ranked path: encode + BM25 (words, and character trigrams unless ``--char-depth 0``) + index
 search at the ranker's depth + title features + LightGBM.
-Also the memory the ranker adds to a warm dense replica (RSS, after loading it and after the timing, which
-fills its caches of title tokens and trigrams). Prints JSON and saves
+Also the memory the ranker adds to a warm dense replica (RSS, after loading it, which builds the BM25 indexes and
+the titles' token index, and after the timing). Prints JSON and saves
 ``<out>/rerank_cost_<catalog>.json``; the ranker's quality is not measured here (docs/quality.md is).
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -19,8 +20,6 @@ SAMPLE_QUERIES = 40
 
 @pytest.fixture(scope="module")
 def slice_files(tmp_path_factory):
-    from pathlib import Path
-
     sample = Path(__file__).resolve().parents[2] / "platform" / "vitrine" / "sample"
     judgments = pq.read_table(sample / "homedepot_judgments.parquet")
     queries = sorted(set(judgments.column("query").to_pylist()))[:SAMPLE_QUERIES]
@@ -43,6 +42,7 @@ def test_evaluate_baselines(slice_files, tmp_path, model):
     assert rc == 0
     result = json.loads(out.read_text())
     m = result["metrics"]
+    assert "embeddings" not in result  # a baseline has no product vectors to reuse
     assert m["queries"] > 30 and m["catalog_products"] == 1889
     assert 0.2 < m["ndcg@10"] <= 1.0 and m["recall@20"] >= m["recall@10"]
     table = pq.read_table(ranked)
@@ -61,8 +61,18 @@ def test_evaluate_model_dir_matches_zero_shot_direction(slice_files, tmp_path):
                "--judgments", str(slice_files / "judgments.parquet"), "--k", "10", "--output", str(out),
                f"--workdir={tmp_path / 'w'}"])
     assert rc == 0
-    m = json.loads(out.read_text())["metrics"]
+    result = json.loads(out.read_text())
+    m = result["metrics"]
     assert m["catalog_products"] == 1889 and 0.2 < m["ndcg@10"] <= 1.0
+    # the report names the vectors it wrote; handed back with --embeddings they give the same metrics
+    assert Path(result["embeddings"]).is_dir() and Path(result["embeddings"]).is_relative_to(tmp_path / "w")
+    again = tmp_path / "again.json"
+    rc = main(["evaluate", "--model", str(model_dir), "--catalog", str(slice_files / "products.parquet"),
+               "--judgments", str(slice_files / "judgments.parquet"), "--k", "10", "--output", str(again),
+               f"--workdir={tmp_path / 'w'}", "--embeddings", result["embeddings"]])
+    assert rc == 0
+    reused = json.loads(again.read_text())
+    assert reused["metrics"] == m and reused["embeddings"] == result["embeddings"]
 
 
 def test_evaluate_without_model_is_a_clear_error(capsys):
