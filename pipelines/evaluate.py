@@ -62,9 +62,7 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
         titles = catalog.column("title").to_pylist()
         builder = candidate_builder(catalog.column("product_id").to_pylist(), titles, dense,
                                     int(reranker.meta["depth"]), int(reranker.meta["char_depth"]))
-        retriever = RerankRetriever(builder, reranker)
-        retriever.embeddings = getattr(dense, "embeddings", None)
-        return retriever, f"rerank-bm25+{label}"
+        return RerankRetriever(builder, reranker), f"rerank-bm25+{label}"
     if not job.model.startswith("hybrid:"):
         return single_retriever(job, catalog, files, workdir)
     from vitrine.errors import ConfigError
@@ -77,7 +75,6 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
     lexical = BM25Retriever(catalog.column("product_id").to_pylist(), catalog.column("title").to_pylist())
     retriever = HybridRetriever(lexical, dense, job.hybrid_depth, dense_weight=job.hybrid_weight,
                                 fusion=job.hybrid_fusion)
-    retriever.embeddings = getattr(dense, "embeddings", None)
     suffix = "" if job.hybrid_fusion == "rrf" else f"-{job.hybrid_fusion}{job.hybrid_weight:g}"
     return retriever, f"hybrid-bm25+{label}{suffix}"
 
@@ -120,9 +117,13 @@ def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], work
 
         raise ConfigError(f"--embeddings {job.embeddings}: vectors of dim {vectors.shape[1]} do not come from "
                           f"{job.model} (dim {query_encoder.model.cfg.embed_dim}); drop --embeddings to re-embed")
-    dense = DenseRetriever(label, vectors, query_encoder)
-    dense.embeddings = source  # where the product vectors are, for the report (and --embeddings next time)
-    return dense, label
+    return DenseRetriever(label, vectors, query_encoder, source), label
+
+
+def vectors_source(retriever: Any) -> str:
+    """Where a trained model's product vectors are stored ("" for none), through a hybrid or re-ranked wrapper."""
+    inner = getattr(retriever, "builder", retriever)  # RerankRetriever -> its CandidateBuilder
+    return getattr(getattr(inner, "dense", inner), "source", "")
 
 
 def retrieve(retriever: Any, queries: list[str], ids: list[str], k: int, batch: int = 256
@@ -174,8 +175,8 @@ def run(job: EvaluateJob) -> dict[str, Any]:
     result = {"model": label, "catalog": job.catalog, "judgments": job.judgments, "k": job.k,
               "relevant_min": job.relevant_min, "gain_offset": job.gain_offset, "metrics": metrics,
               "recall_curve": curve}
-    if getattr(retriever, "embeddings", None):
-        result["embeddings"] = retriever.embeddings  # the trained model's product vectors: pass to --embeddings
+    if vectors_source(retriever):
+        result["embeddings"] = vectors_source(retriever)  # the trained model's product vectors: --embeddings
     run_id = registry.start_run(exp_id, f"evaluate-{label.replace('/', '-')}",
                                 tags={"vitrine.job": "evaluate", "vitrine.model": label})
     registry.log_params(run_id, {k: v for k, v in flatten(job).items() if not k.startswith(("index.", "data."))})

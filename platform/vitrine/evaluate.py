@@ -190,12 +190,14 @@ class CharGramRetriever:
 
 
 class DenseRetriever:
-    """Exact inner-product search over product vectors given query vectors (any encoder)."""
+    """Exact inner-product search over product vectors given query vectors (any encoder); ``source`` names where
+    the product vectors are stored, when they are (reported so they can be reused with ``--embeddings``)."""
 
-    def __init__(self, name: str, product_vectors: np.ndarray, encode_queries) -> None:  # noqa: ANN001
+    def __init__(self, name: str, product_vectors: np.ndarray, encode_queries,  # noqa: ANN001
+                 source: str = "") -> None:
         import faiss
 
-        self.name = name
+        self.name, self.source = name, source
         self.index = faiss.IndexFlatIP(product_vectors.shape[1])
         self.index.add(np.ascontiguousarray(product_vectors, dtype=np.float32))
         self.encode_queries = encode_queries

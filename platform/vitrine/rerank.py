@@ -60,7 +60,7 @@ class CandidateBuilder:
         if char_depth < 0 or (char_depth and chars is None):
             raise ConfigError(f"rerank char_depth={char_depth}: use 0 (no character-trigram list) or a positive "
                               "depth with a CharGramRetriever")
-        self.lexical, self.dense, self.titles, self.depth = lexical, dense, titles, depth
+        self.lexical, self.dense, self.depth = lexical, dense, depth
         self.chars, self.char_depth = (chars, char_depth) if char_depth else (None, 0)
         self.titles_index = TitleIndex(titles)
 

@@ -3,10 +3,11 @@
 Why: the served re-ranked search spends most of its Python time on features, and a loop over ~400 candidates
 of a query costs milliseconds where numpy over the same arrays costs a fraction of one. ``TitleIndex`` holds
 the catalog's title tokens as integer ids (CSR), their joined texts and each distinct token's character
-trigrams (a sparse token x trigram matrix); ``TitleIndex.match`` turns one query and many candidate rows into
-the ten title-match features of ``rerank.FEATURES``. ``list_features`` does the same for the retrievers'
-scores and ranks. The definitions are unchanged from the per-candidate loop they replace (feature version 3),
-and tests/unit/test_rerank.py checks them against a per-pair reference on real titles.
+trigram ids (CSR as well); ``TitleIndex.match`` turns one query and many candidate rows into the ten
+title-match features of ``rerank.FEATURES``. ``lexical_hits`` and ``lookup`` give every candidate its
+retrievers' scores and ranks the same way. The definitions are unchanged from the per-candidate loop they
+replace (feature version 3), and tests/unit/test_rerank.py checks them against a per-pair reference on real
+titles.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def tokens(text: str) -> list[str]:
 
 def word_trigrams(token: str) -> set[str]:
     """The distinct character trigrams of ``#token#`` (``"bolt"`` -> ``{"#bo", "bol", "olt", "lt#"}``)."""
-    t = f"#{token}#"
-    return {t[i:i + 3] for i in range(len(t) - 2)}
+    from vitrine.evaluate import char_grams
+
+    return set(char_grams(token))
 
 
 def competition_ranks(scores: np.ndarray) -> np.ndarray:
