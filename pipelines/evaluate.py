@@ -1,7 +1,8 @@
 """Evaluation job: retrieve over the FULL catalog for every judged query; Recall@10/100, nDCG@10, MRR@10.
 
     vitrine evaluate --model models:/vitrine@champion --catalog products.parquet --judgments judgments.parquet
-    vitrine evaluate --model bm25 ...          # BM25 over titles
+    vitrine evaluate --model bm25 ...          # BM25 over titles (bm25s's stock tokens: the baseline)
+    vitrine evaluate --model bm25-product ...  # the re-ranker's word list: units normalised, spelling corrected
     vitrine evaluate --model pretrained ...    # zero-shot MiniLM (mean pooled, exact search)
     vitrine evaluate --model hybrid:models:/vitrine@champion ...   # BM25 + the model, reciprocal-rank fusion
         [--hybrid-fusion convex --hybrid-weight 0.8]              # ... or a blend of per-query scaled scores
@@ -61,14 +62,15 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
                               f"not of {label}; pass --model {reranker.meta.get('model_uri')} or retrain it")
         titles = catalog.column("title").to_pylist()
         builder = candidate_builder(catalog.column("product_id").to_pylist(), titles, dense,
-                                    int(reranker.meta["depth"]), int(reranker.meta["char_depth"]))
+                                    int(reranker.meta["depth"]), int(reranker.meta["char_depth"]),
+                                    reranker.meta["lexical"])
         return RerankRetriever(builder, reranker), f"rerank-bm25+{label}"
     if not job.model.startswith("hybrid:"):
         return single_retriever(job, catalog, files, workdir)
     from vitrine.errors import ConfigError
 
     inner = job.model.removeprefix("hybrid:")
-    if inner in ("", "bm25") or inner.startswith("hybrid:"):
+    if inner in ("", "bm25", "bm25-product") or inner.startswith("hybrid:"):
         raise ConfigError(f"--model {job.model!r}: hybrid fuses BM25 with a dense model; write "
                           "hybrid:models:/<name>@<alias>, hybrid:<model dir> or hybrid:pretrained")
     dense, label = single_retriever(replace(job, model=inner), catalog, files, workdir)
@@ -83,13 +85,17 @@ def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], work
     """BM25, zero-shot MiniLM, or a trained model's towers (catalog embedded now, or read from ``job.embeddings``)."""
     ids = catalog.column("product_id").to_pylist()
     titles = catalog.column("title").to_pylist()
-    if job.embeddings and job.model in ("bm25", "pretrained"):
+    if job.embeddings and job.model in ("bm25", "bm25-product", "pretrained"):
         from vitrine.errors import ConfigError
 
         raise ConfigError(f"--embeddings applies to a trained model's vectors, not to --model {job.model}; "
                           "drop --embeddings")
     if job.model == "bm25":
         return BM25Retriever(ids, titles), "bm25"
+    if job.model == "bm25-product":
+        from vitrine.lexical import ProductBM25Retriever
+
+        return ProductBM25Retriever(ids, titles), "bm25-product"
     if job.model == "pretrained":
         enc = ZeroShotTextEncoder()
         return DenseRetriever("pretrained", enc(titles, progress="embedding titles"), enc), "pretrained-minilm"
@@ -151,11 +157,11 @@ def run(job: EvaluateJob) -> dict[str, Any]:
     from vitrine.errors import ConfigError
 
     if not job.model:
-        raise ConfigError("pass --model: models:/<name>@<alias>, a model directory, 'bm25', 'pretrained' "
-                          "or hybrid:<one of those dense models>")
+        raise ConfigError("pass --model: models:/<name>@<alias>, a model directory, 'bm25', 'bm25-product', "
+                          "'pretrained' or hybrid:<one of those dense models>")
     if job.hybrid_fusion not in HybridRetriever.FUSIONS:
         raise ConfigError(f"--hybrid-fusion {job.hybrid_fusion!r}: use one of {', '.join(HybridRetriever.FUSIONS)}")
-    if job.rerank and (job.model == "bm25" or job.model.startswith("hybrid:")):
+    if job.rerank and (job.model in ("bm25", "bm25-product") or job.model.startswith("hybrid:")):
         raise ConfigError(f"--rerank with --model {job.model!r}: the re-ranker takes the dense model it was trained "
                           "with (it adds BM25's candidates itself): models:/<name>@<alias>, a model dir or pretrained")
     workdir = absolute(job.workdir)

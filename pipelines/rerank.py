@@ -54,7 +54,7 @@ def run(job: RerankJob) -> dict[str, Any]:
     """Train the ranker, save it, log it; returns its folder and training figures."""
     from vitrine.errors import ConfigError
 
-    if not job.model or job.model == "bm25" or job.model.startswith("hybrid:"):
+    if not job.model or job.model in ("bm25", "bm25-product") or job.model.startswith("hybrid:"):
         raise ConfigError(f"--model {job.model!r}: the re-ranker needs the dense model whose scores it uses: "
                           "models:/<name>@<alias>, a model directory or 'pretrained'")
     if job.attach and not registry.MODEL_URI.match(job.model):
@@ -65,6 +65,11 @@ def run(job: RerankJob) -> dict[str, Any]:
     if job.char_depth < 0:
         raise ConfigError(f"--char_depth={job.char_depth}: use 0 (no character-trigram list) or a positive depth, "
                           "e.g. --char_depth=200 (the default)")
+    from vitrine.lexical import WORD_LISTS
+
+    if job.lexical not in WORD_LISTS:
+        raise ConfigError(f"--lexical={job.lexical!r}: choose one of {', '.join(WORD_LISTS)} (product: units "
+                          "normalised, queries spell-corrected; bm25: the stock baseline's tokens)")
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, _, files = catalog_index(job.catalog)
@@ -78,7 +83,7 @@ def run(job: RerankJob) -> dict[str, Any]:
                        embeddings=job.embeddings, data=job.data, index=job.index, tracking=job.tracking)
     dense, label = single_retriever(ejob, catalog, files, workdir)
     rel = Relevance(job.relevant_min, job.gain_offset)
-    builder = candidate_builder(ids, titles, dense, job.depth, job.char_depth)
+    builder = candidate_builder(ids, titles, dense, job.depth, job.char_depth, job.lexical)
     queries = sorted(judged)
     t0 = time.time()
     x, rows = builder.build(queries, progress="candidates + features")
@@ -88,7 +93,7 @@ def run(job: RerankJob) -> dict[str, Any]:
                max(relevant, 1), "features_s": round(time.time() - t0, 1)}
     t1 = time.time()
     meta = {"model": label, "model_uri": job.model, "catalog": job.catalog, "judgments": job.judgments,
-            "depth": job.depth, "char_depth": job.char_depth, "relevant_min": job.relevant_min,
+            "depth": job.depth, "char_depth": job.char_depth, "lexical": job.lexical, "relevant_min": job.relevant_min,
             "gain_offset": job.gain_offset, **figures}
     reranker = Reranker.fit(x, y, [len(r) for r in rows], meta, trees=job.trees, seed=job.seed)
     figures["fit_s"] = round(time.time() - t1, 1)

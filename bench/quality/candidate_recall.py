@@ -6,7 +6,8 @@ unions, at several depths (what share of a judged query's relevant products any 
         --judgments data/homedepot/val/judgments.parquet --output reports/candidates-homedepot
 
 Each list retrieves once at the largest depth and is cut for the smaller ones, exactly as ``CandidateBuilder``
-takes them (``BM25Retriever.top`` / ``CharGramRetriever.top``: matching rows only, ties in row order).
+takes them (``--lexical``'s word list ``.top`` / ``CharGramRetriever.top``: matching rows only, ties in row order;
+``--lexical=bm25`` for the stock tokens of the rankers saved before 2026-12-05).
 Recall is per query (relevant products among the candidates / relevant products), averaged over the queries
 with at least one relevant product; ``size`` is the mean number of distinct candidates. Writes
 ``candidate_recall.json``.
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--catalog", required=True)
     p.add_argument("--judgments", required=True, help="judged queries (the validation split)")
     p.add_argument("--depths", default="100,200,300,500")
+    p.add_argument("--lexical", default="product", help="word list: product (the ranker's default) or bm25 (stock)")
     p.add_argument("--output", required=True, help="folder for candidate_recall.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -63,9 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: --depths {args.depths!r}: expected comma-separated integers") from None
     if depths[0] < 1:
         raise SystemExit(f"error: --depths {args.depths!r}: depths must be >= 1")
+    from vitrine.lexical import WORD_LISTS
+
+    if args.lexical not in WORD_LISTS:
+        raise SystemExit(f"error: --lexical {args.lexical!r}: choose one of {', '.join(WORD_LISTS)}")
 
     from bench.quality.fusion_sweep import judged_dense
-    from vitrine.evaluate import BM25Retriever, CharGramRetriever
+    from vitrine.evaluate import CharGramRetriever
+    from vitrine.lexical import word_retriever
 
     catalog, judged, dense, label, rel = judged_dense(args.model, args.workdir, args.embeddings, args.catalog,
                                                       args.judgments)
@@ -76,13 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     relevant = [{position[p] for p, v in judged[q].items() if v >= rel.relevant_min} for q in queries]
     top, seconds = depths[-1], {}
     sides: dict[str, np.ndarray] = {}
-    for name, retrieve in (("words", BM25Retriever(ids, titles).top), ("dense", dense.search),
+    words = word_retriever(args.lexical, ids, titles)
+    for name, retrieve in (("words", words.top), ("dense", dense.search),
                            ("chargrams", CharGramRetriever(ids, titles).top)):
         t0 = time.perf_counter()
         sides[name] = retrieve(queries, top)[1]
         seconds[name] = round(time.perf_counter() - t0, 2)
-    report = {"model": label, "catalog": args.catalog, "judgments": args.judgments, "queries": len(queries),
-              "retrieve_seconds": seconds, "recall": recall_table(sides, relevant, depths),
+    report = {"model": label, "lexical": args.lexical, "catalog": args.catalog, "judgments": args.judgments,
+              "queries": len(queries), "retrieve_seconds": seconds, "recall": recall_table(sides, relevant, depths),
               "command": " ".join(["python -m bench.quality.candidate_recall", *(sys.argv[1:] if argv is None
                                                                                   else argv)])}
     out = Path(args.output)

@@ -8,7 +8,8 @@ ranker, side by side in one process (each query timed on both paths, interleaved
 Registers the zero-shot model in a throwaway registry under ``--workdir``, indexes ``--catalog`` (Flat), trains a
 ranker on ``--judgments`` and attaches it (``vitrine rerank --attach=true``), then loads both exactly as a Serve
 replica does (``vitrine.index.serving`` + ``vitrine.index.reranked``, one torch thread). Dense path: encode +
-index search. Re-ranked path: encode + BM25 (words, and character trigrams unless ``--char-depth 0``) + index
+index search. Re-ranked path: encode + BM25 (words, analysed as ``--lexical`` says, and character trigrams unless
+``--char-depth 0``) + index
 search at the ranker's depth + title features + LightGBM.
 Also the memory the ranker adds to a warm dense replica (RSS, after loading it, which builds the BM25 indexes and
 the titles' token index, and after the timing). Prints JSON and saves
@@ -51,6 +52,7 @@ def prepare(args: argparse.Namespace, work: Path) -> str:
     rc = cli_main(["rerank", f"--model=models:/{NAME}/{version}", f"--workdir={work}", f"--catalog={args.catalog}",
                    f"--judgments={args.judgments}", f"--embeddings={work / 'index_build' / version / 'embeddings'}",
                    f"--depth={args.depth}", f"--char_depth={args.char_depth}", f"--trees={args.trees}",
+                   f"--lexical={args.lexical}",
                    f"--out={work / 'ranker'}", "--attach=true"])
     if rc:
         raise SystemExit(f"vitrine rerank failed (exit {rc}); see the log above")
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depth", type=int, default=200)
     p.add_argument("--char-depth", type=int, default=200, help="the character-trigram list's depth (0 = none)")
     p.add_argument("--trees", type=int, default=300)
+    p.add_argument("--lexical", default="product", help="the ranker's word list: product (default) or bm25 (stock)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench" / "rerank_cost")

@@ -39,7 +39,8 @@ JOBS: dict[str, tuple[type, str, str]] = {
     "promote": (PromoteJob, "pipelines.promote",
                 "Move a registry alias to a candidate only if it passes the evaluation gate."),
     "evaluate": (EvaluateJob, "pipelines.evaluate",
-                 "Score a model or baseline (bm25, pretrained, hybrid:<model>) on judged queries over a full catalog."),
+                 "Score a model or baseline (bm25, bm25-product, pretrained, hybrid:<model>) on judged queries over "
+                 "a full catalog."),
     "rerank": (RerankJob, "pipelines.rerank",
                "Train a LambdaMART re-ranker over BM25 + dense candidates on judged train queries."),
     "report": (ReportJob, "pipelines.report",

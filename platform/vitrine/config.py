@@ -174,7 +174,7 @@ class EvaluateJob:
     """``vitrine evaluate``: retrieve over a full catalog for every judged query and score the ranking."""
 
     workdir: str = "runs"
-    model: str = ""  # models:/<name>@<alias> | a model dir | "bm25" | "pretrained" (zero-shot MiniLM) | hybrid:<dense>
+    model: str = ""  # models:/<name>@<alias> | a model dir | "bm25" | "bm25-product" | "pretrained" | hybrid:<dense>
     catalog: str = str(SAMPLE_DIR / "homedepot_products.parquet")
     judgments: str = str(SAMPLE_DIR / "homedepot_judgments.parquet")
     k: int = 100
@@ -205,6 +205,7 @@ class RerankJob:
     attach: bool = False  # tag the registry version of --model with the ranker: `vitrine serve` then re-ranks with it
     depth: int = 200  # candidates taken from each side (100: 0.445 / 0.792 on Home Depot; 200: 0.448 / 0.804)
     char_depth: int = 200  # candidates from BM25 over title character trigrams (0 = none; see docs/quality.md)
+    lexical: str = "product"  # word list: product (units normalised, spelling corrected) | bm25 (stock tokens)
     trees: int = 300
     seed: int = 0
     relevant_min: float = 2.0

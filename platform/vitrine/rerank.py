@@ -22,6 +22,11 @@ of strictly higher scores (a competition rank), so equal scores get equal rank f
 set does not hang on ``bm25s``'s arbitrary tie order; the trigram list ranks the same way. A ranker of an
 older ``FEATURE_VERSION`` (1: the library's own top-k and tie order; 2: no trigram list) is refused with the
 retraining command.
+
+Word list (``lexical``, saved in the ranker's metadata): ``product`` (the default since 2026-12-05) takes the word
+candidates and the BM25 features from ``lexical.ProductBM25Retriever`` (units and numbers normalised, query words
+spell-corrected against the titles), ``bm25`` from the stock ``BM25Retriever`` the harness reports as its
+baseline; a ranker saved without the key used ``bm25``.
 """
 
 from __future__ import annotations
@@ -111,12 +116,15 @@ class CandidateBuilder:
 
 
 def candidate_builder(ids: list[str], titles: list[str], dense, depth: int,  # noqa: ANN001 - retriever
-                      char_depth: int) -> CandidateBuilder:
-    """BM25 over ``titles`` (and character-trigram BM25 when ``char_depth`` > 0) plus ``dense``, as one builder."""
-    from vitrine.evaluate import BM25Retriever, CharGramRetriever
+                      char_depth: int, lexical: str = "bm25") -> CandidateBuilder:
+    """Word BM25 over ``titles`` (``lexical``: a key of ``lexical.WORD_LISTS``; character-trigram BM25 as well
+    when ``char_depth`` > 0) plus ``dense``, as one builder."""
+    from vitrine.evaluate import CharGramRetriever
+    from vitrine.lexical import word_retriever
 
+    words = word_retriever(lexical, ids, titles)
     chars = CharGramRetriever(ids, titles) if char_depth > 0 else None
-    return CandidateBuilder(BM25Retriever(ids, titles), dense, titles, depth, chars, char_depth)
+    return CandidateBuilder(words, dense, titles, depth, chars, char_depth)
 
 
 def grades(rows: list[list[int]], queries: list[str], ids: list[str], judged: dict[str, dict[str, float]],
@@ -196,6 +204,13 @@ class Reranker:
         if not isinstance(meta.get("char_depth"), int) or meta["char_depth"] < 0:
             raise ConfigError(f"--rerank {folder}: reranker.json lacks its character-trigram depth; "
                               "retrain it with `vitrine rerank`")
+        from vitrine.lexical import WORD_LISTS
+
+        meta.setdefault("lexical", "bm25")  # rankers saved before the switch read the stock word list
+        if meta["lexical"] not in WORD_LISTS:
+            raise ConfigError(f"--rerank {folder}: reranker.json names an unknown word list "
+                              f"lexical={meta['lexical']!r} (known: {', '.join(WORD_LISTS)}); retrain it with "
+                              "`vitrine rerank`")
         return cls(lgb.Booster(model_file=str(path / "reranker.txt")), meta)
 
 

@@ -31,6 +31,7 @@ def test_rerank_trains_logs_and_lifts_its_training_queries(trained):
     meta = json.loads((trained / "ranker" / "reranker.json").read_text())
     assert meta["model"] == "pretrained-minilm" and meta["queries"] == 300 and meta["candidate_recall"] > 0.9
     assert meta["char_depth"] == 200 and meta["feature_version"] == 3  # the trigram list is on by default
+    assert meta["lexical"] == "product"  # and the word list analysed for product text
     assert (trained / "ranker" / "importance.png").stat().st_size > 10_000
     dense = _evaluate(trained)
     reranked = _evaluate(trained, "--rerank", str(trained / "ranker"))
@@ -66,6 +67,27 @@ def test_rerank_refuses_another_model_and_bad_input(trained, tmp_path, capsys):
     assert "--depth=5: use at least 1 tree and 10 candidates a side" in capsys.readouterr().err
     assert main(["rerank", "--model=pretrained", "--char_depth=-1", f"--workdir={tmp_path}"]) == 2
     assert "--char_depth=-1: use 0 (no character-trigram list) or a positive depth" in capsys.readouterr().err
+    assert main(["rerank", "--model=pretrained", "--lexical=bm26", f"--workdir={tmp_path}"]) == 2
+    assert "--lexical='bm26': choose one of bm25, product" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "bm25-product", "--embeddings", "x.parquet", f"--workdir={tmp_path}"]) == 2
+    assert "--embeddings applies to a trained model's vectors, not to --model bm25-product" in capsys.readouterr().err
+
+
+def test_stock_word_list_ranker_and_the_product_list_alone(trained):
+    """``--lexical=bm25`` (the ablation switch, and what rankers saved before it used) trains and evaluates, and
+    ``--model bm25-product`` scores the analysed word list alone above the stock BM25 baseline on the sample."""
+    out = trained / "ranker-stock-words"
+    assert main(["rerank", "--model=pretrained", f"--workdir={trained}", f"--out={out}", "--trees=60",
+                 "--lexical=bm25"]) == 0
+    assert json.loads((out / "reranker.json").read_text())["lexical"] == "bm25"
+    reranked = _evaluate(trained, "--rerank", str(out))
+    assert reranked["metrics"]["ndcg@10"] > _evaluate(trained)["metrics"]["ndcg@10"] + 0.05
+    out_p, out_b = trained / "bm25-product.json", trained / "bm25.json"
+    for model, path in (("bm25-product", out_p), ("bm25", out_b)):
+        assert main(["evaluate", "--model", model, "--output", str(path), f"--workdir={trained}"]) == 0
+    scores = {p: json.loads(p.read_text()) for p in (out_p, out_b)}
+    assert scores[out_p]["model"] == "bm25-product"
+    assert scores[out_p]["metrics"]["ndcg@10"] > scores[out_b]["metrics"]["ndcg@10"] + 0.01
 
 
 def test_rerank_without_the_trigram_list(trained):

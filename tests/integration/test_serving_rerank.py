@@ -132,6 +132,7 @@ def test_model_reports_the_attached_ranker(served):
     ranker = info["reranker"]
     assert ranker["uri"].startswith("runs:/") and ranker["uri"].endswith("/reranker")
     assert ranker["model"] == f"{NAME}/v{served['v1']}" and ranker["depth"] == 200 and ranker["trees"] == 60
+    assert ranker["lexical"] == "product"  # the word list it was trained with, rebuilt the same way in the app
     tags = mlflow.MlflowClient().get_model_version(NAME, served["v1"]).tags
     assert tags[registry.RERANKER_TAG] == ranker["uri"]
 

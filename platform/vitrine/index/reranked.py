@@ -33,14 +33,16 @@ class ServedReranker:
         self.catalog, self.reranker, self.uri = catalog, reranker, uri
         self.depth, self.char_depth = int(reranker.meta["depth"]), int(reranker.meta["char_depth"])
         self.builder = candidate_builder(list(catalog.index.product_ids), catalog.titles, None, self.depth,
-                                         self.char_depth)
+                                         self.char_depth, reranker.meta.get("lexical", "bm25"))
         self.lexical, self.chars = self.builder.lexical, self.builder.chars
-        log.info("re-ranking with %s (%s, depth %d, character trigrams %d, %s trees)", uri, reranker.meta.get("model"),
-                 self.depth, self.char_depth, reranker.meta.get("trees"))
+        log.info("re-ranking with %s (%s, depth %d, character trigrams %d, word list %s, %s trees)", uri,
+                 reranker.meta.get("model"), self.depth, self.char_depth, reranker.meta.get("lexical", "bm25"),
+                 reranker.meta.get("trees"))
 
     def info(self) -> dict[str, Any]:
         """What ``GET /model`` shows of the ranker."""
-        keep = ("model", "depth", "char_depth", "trees", "queries", "candidate_recall", "judgments", "catalog")
+        keep = ("model", "depth", "char_depth", "lexical", "trees", "queries", "candidate_recall", "judgments",
+                "catalog")
         return {"uri": self.uri, **{k: self.reranker.meta[k] for k in keep if k in self.reranker.meta}}
 
     def search(self, query: str, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
