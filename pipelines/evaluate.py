@@ -45,6 +45,7 @@ from vitrine.index.embed import QueryEncoder, ZeroShotTextEncoder
 from vitrine.model.store import verify_model_dir
 
 log = logging.getLogger(__name__)
+LEXICAL_MODELS = ("bm25", "bm25-product")  # --model values that are word lists, not dense models
 CURVE_KS = (1, 5, 10, 20, 50, 100)
 
 
@@ -70,7 +71,7 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
     from vitrine.errors import ConfigError
 
     inner = job.model.removeprefix("hybrid:")
-    if inner in ("", "bm25", "bm25-product") or inner.startswith("hybrid:"):
+    if inner in ("", *LEXICAL_MODELS) or inner.startswith("hybrid:"):
         raise ConfigError(f"--model {job.model!r}: hybrid fuses BM25 with a dense model; write "
                           "hybrid:models:/<name>@<alias>, hybrid:<model dir> or hybrid:pretrained")
     dense, label = single_retriever(replace(job, model=inner), catalog, files, workdir)
@@ -85,7 +86,7 @@ def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], work
     """BM25, zero-shot MiniLM, or a trained model's towers (catalog embedded now, or read from ``job.embeddings``)."""
     ids = catalog.column("product_id").to_pylist()
     titles = catalog.column("title").to_pylist()
-    if job.embeddings and job.model in ("bm25", "bm25-product", "pretrained"):
+    if job.embeddings and job.model in (*LEXICAL_MODELS, "pretrained"):
         from vitrine.errors import ConfigError
 
         raise ConfigError(f"--embeddings applies to a trained model's vectors, not to --model {job.model}; "
@@ -161,7 +162,7 @@ def run(job: EvaluateJob) -> dict[str, Any]:
                           "'pretrained' or hybrid:<one of those dense models>")
     if job.hybrid_fusion not in HybridRetriever.FUSIONS:
         raise ConfigError(f"--hybrid-fusion {job.hybrid_fusion!r}: use one of {', '.join(HybridRetriever.FUSIONS)}")
-    if job.rerank and (job.model in ("bm25", "bm25-product") or job.model.startswith("hybrid:")):
+    if job.rerank and (job.model in LEXICAL_MODELS or job.model.startswith("hybrid:")):
         raise ConfigError(f"--rerank with --model {job.model!r}: the re-ranker takes the dense model it was trained "
                           "with (it adds BM25's candidates itself): models:/<name>@<alias>, a model dir or pretrained")
     workdir = absolute(job.workdir)

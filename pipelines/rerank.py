@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.common import absolute, catalog_index
-from pipelines.evaluate import single_retriever
+from pipelines.evaluate import LEXICAL_MODELS, single_retriever
 from vitrine import registry
 from vitrine.catalog.io import read_table
 from vitrine.catalog.schema import clean_judgments
@@ -54,7 +54,7 @@ def run(job: RerankJob) -> dict[str, Any]:
     """Train the ranker, save it, log it; returns its folder and training figures."""
     from vitrine.errors import ConfigError
 
-    if not job.model or job.model in ("bm25", "bm25-product") or job.model.startswith("hybrid:"):
+    if not job.model or job.model in LEXICAL_MODELS or job.model.startswith("hybrid:"):
         raise ConfigError(f"--model {job.model!r}: the re-ranker needs the dense model whose scores it uses: "
                           "models:/<name>@<alias>, a model directory or 'pretrained'")
     if job.attach and not registry.MODEL_URI.match(job.model):
@@ -65,11 +65,9 @@ def run(job: RerankJob) -> dict[str, Any]:
     if job.char_depth < 0:
         raise ConfigError(f"--char_depth={job.char_depth}: use 0 (no character-trigram list) or a positive depth, "
                           "e.g. --char_depth=200 (the default)")
-    from vitrine.lexical import WORD_LISTS
+    from vitrine.lexical import check_word_list
 
-    if job.lexical not in WORD_LISTS:
-        raise ConfigError(f"--lexical={job.lexical!r}: choose one of {', '.join(WORD_LISTS)} (product: units "
-                          "normalised, queries spell-corrected; bm25: the stock baseline's tokens)")
+    check_word_list(job.lexical, "--lexical")  # before the catalog is read and embedded
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     catalog, _, files = catalog_index(job.catalog)

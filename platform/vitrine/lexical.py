@@ -174,14 +174,18 @@ WORD_LISTS = {"bm25": "BM25Retriever: bm25s's stock tokens (the baseline)",
               "product": "ProductBM25Retriever: units and numbers normalised, queries spell-corrected"}
 
 
+def check_word_list(kind: str, flag: str = "lexical") -> None:
+    """A clear error naming ``flag`` unless ``kind`` is a key of ``WORD_LISTS``."""
+    if kind not in WORD_LISTS:
+        from vitrine.errors import ConfigError
+
+        raise ConfigError(f"{flag}={kind!r}: choose one of {', '.join(WORD_LISTS)} (product: units normalised, "
+                          "queries spell-corrected; bm25: the stock baseline's tokens)")
+
+
 def word_retriever(kind: str, product_ids: list[str], titles: list[str]):  # noqa: ANN201 - either retriever
     """The re-ranker's word-level BM25 list named by ``kind`` (a key of ``WORD_LISTS``)."""
-    from vitrine.errors import ConfigError
     from vitrine.evaluate import BM25Retriever
 
-    if kind == "bm25":
-        return BM25Retriever(product_ids, titles)
-    if kind == "product":
-        return ProductBM25Retriever(product_ids, titles)
-    raise ConfigError(f"lexical={kind!r}: choose one of {', '.join(WORD_LISTS)} "
-                      "(product = units normalised and queries spell-corrected; bm25 = the stock baseline)")
+    check_word_list(kind)
+    return BM25Retriever(product_ids, titles) if kind == "bm25" else ProductBM25Retriever(product_ids, titles)
