@@ -84,7 +84,7 @@ class SpellCorrector:
         if len(w) < self.min_length or w in self.counts or w in self.known:
             return w
         deletions = {w[:i] + w[i + 1:] for i in range(len(w))}
-        near = {c for c in self.deleted.get(w, ())}                           # an insertion in w
+        near = set(self.deleted.get(w, ()))                                   # an insertion in w
         near |= {d for d in deletions if d in self.counts}                     # a deletion from w
         near |= {c for d in deletions for c in self.deleted.get(d, ()) if len(c) == len(w)}  # substitution / swap
         if near:
