@@ -14,11 +14,14 @@ to MLflow. ``--attach=true`` (a registry model only) also tags that version with
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pipelines.common import absolute, catalog_index
 from pipelines.evaluate import LEXICAL_MODELS, single_retriever
@@ -30,6 +33,60 @@ from vitrine.evaluate import Relevance, judgments_by_query
 from vitrine.rerank import Reranker, candidate_builder, grades
 
 log = logging.getLogger(__name__)
+
+
+def held_out(queries: list[str], fraction: float) -> np.ndarray:
+    """Which queries choose the cross-encoder's blend weight: a stable ``fraction`` of them by MD5."""
+    buckets = np.array([int(hashlib.md5(q.encode()).hexdigest()[:8], 16) % 1000 for q in queries])
+    return buckets < round(1000 * fraction)
+
+
+def select(x: np.ndarray, y: np.ndarray, rows: list[list[int]], keep: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """The feature rows, grades and candidate lists of the kept queries."""
+    per_row = np.repeat(keep, [len(r) for r in rows])
+    return x[per_row], y[per_row], [r for r, k in zip(rows, keep, strict=True) if k]
+
+
+def fit_cross(job: RerankJob, reranker: Reranker, builder: Any, queries: list[str], held: np.ndarray,
+              x: np.ndarray, rows: list[list[int]], judged: dict[str, dict[str, float]], ids: list[str],
+              titles: list[str], rel: Relevance) -> dict[str, Any]:
+    """Train the cross-encoder on the queries the ranker fitted, choose its blend weight on the held-out ones
+    (or take ``--cross_weight``), attach both to ``reranker``; returns the figures."""
+    from vitrine.cross_encoder import CrossEncoder, choose_weight, training_pairs
+    from vitrine.evaluate import ndcg_at_k
+    from vitrine.rerank import top_k
+
+    t0 = time.time()
+    fit_q = [q for q, h in zip(queries, held, strict=True) if not h]
+    _, pool = builder.lexical.top(fit_q, job.cross_pool)
+    pairs = training_pairs(fit_q, judged, ids, titles, pool, job.cross_negatives, rel.gain, job.seed)
+    cross = CrossEncoder.pretrained(job.cross_encoder)
+    figures = cross.fit(pairs, batch=job.cross_batch, lr=job.cross_lr, steps=job.cross_steps, seed=job.seed,
+                        progress="cross-encoder")
+    figures["cross_fit_s"] = round(time.time() - t0, 1)
+    hx, _, h_rows = select(x, np.zeros(len(x)), rows, held)
+    h_q = [q for q, h in zip(queries, held, strict=True) if h]
+    bounds = np.cumsum([0, *map(len, h_rows)])
+    flat = reranker.score(hx)
+    heads = [top_k(flat[a:b], r, job.cross_top) for a, b, r in zip(bounds[:-1], bounds[1:], h_rows, strict=True)]
+    pq, pt = [q for q, (_, r) in zip(h_q, heads, strict=True) for _ in r], [titles[i] for _, r in heads for i in r]
+    logits = cross.score(pq, pt, progress="cross-encoder, held-out queries")
+    per_query, at = [], 0
+    for s, r in heads:
+        per_query.append((s, logits[at:at + len(r)], [ids[i] for i in r]))
+        at += len(r)
+    weight, curve = choose_weight(per_query, [judged[q] for q in h_q],
+                                  lambda ranked, labels: ndcg_at_k(ranked, labels, 10, rel))
+    if job.cross_weight >= 0:
+        weight = job.cross_weight
+    figures.update(cross_top=job.cross_top, cross_weight=weight, cross_held_queries=len(h_q),
+                   cross_held_ndcg_ranker=curve["0"], cross_held_ndcg_blend=curve[f"{weight:g}"]
+                   if f"{weight:g}" in curve else float("nan"))
+    reranker.cross = cross
+    reranker.meta.update(figures, cross_encoder=job.cross_encoder, cross_curve=curve)
+    log.info("cross-encoder: weight %.2f on %d held-out queries (nDCG@10 %s)", weight, len(h_q), curve)
+    return figures
 
 
 def plot_importance(importance: dict[str, float], path: Path, title: str) -> None:
@@ -62,6 +119,15 @@ def run(job: RerankJob) -> dict[str, Any]:
                           "pass --model=models:/<name>@<alias> or models:/<name>/<version>")
     if job.trees < 1 or job.depth < 10:
         raise ConfigError(f"--trees={job.trees} / --depth={job.depth}: use at least 1 tree and 10 candidates a side")
+    if job.cross_top and (job.cross_top < 10 or not 0 < job.cross_holdout < 1 or job.cross_weight > 1
+                          or job.cross_negatives < 0 or job.cross_steps < 0 or job.cross_pool < 1):
+        raise ConfigError(f"--cross_top={job.cross_top} --cross_holdout={job.cross_holdout} --cross_weight="
+                          f"{job.cross_weight} --cross_negatives={job.cross_negatives} --cross_steps={job.cross_steps} "
+                          f"--cross_pool={job.cross_pool}: the cross-encoder re-scores at least 10 candidates "
+                          "(--cross_top=30), chooses its weight on a held-out share in (0, 1) (0.1), takes a weight "
+                          "<= 1 (or -1 to choose it), 0+ negatives from a pool of 1+, 0+ steps (0 = one pass)")
+    if job.cross_top < 0:
+        raise ConfigError(f"--cross_top={job.cross_top}: use 0 (no cross-encoder) or at least 10, e.g. 30")
     if job.char_depth < 0:
         raise ConfigError(f"--char_depth={job.char_depth}: use 0 (no character-trigram list) or a positive depth, "
                           "e.g. --char_depth=200 (the default)")
@@ -93,9 +159,13 @@ def run(job: RerankJob) -> dict[str, Any]:
     meta = {"model": label, "model_uri": job.model, "catalog": job.catalog, "judgments": job.judgments,
             "depth": job.depth, "char_depth": job.char_depth, "lexical": job.lexical, "relevant_min": job.relevant_min,
             "gain_offset": job.gain_offset, **figures}
-    reranker = Reranker.fit(x, y, [len(r) for r in rows], meta, trees=job.trees, seed=job.seed)
+    held = held_out(queries, job.cross_holdout) if job.cross_top else np.zeros(len(queries), bool)
+    fit_x, fit_y, fit_rows = select(x, y, rows, ~held)
+    reranker = Reranker.fit(fit_x, fit_y, [len(r) for r in fit_rows], meta, trees=job.trees, seed=job.seed)
     figures["fit_s"] = round(time.time() - t1, 1)
     reranker.meta.update(fit_s=figures["fit_s"])
+    if job.cross_top:
+        figures.update(fit_cross(job, reranker, builder, queries, held, x, rows, judged, ids, titles, rel))
     out = Path(job.out) if job.out else workdir / "rerankers" / re.sub(r"[^A-Za-z0-9_.-]+", "-", label)
     reranker.save(out)
     run_id = registry.start_run(exp_id, f"rerank-{label.replace('/', '-')}",

@@ -210,6 +210,15 @@ class RerankJob:
     seed: int = 0
     relevant_min: float = 2.0
     gain_offset: float = 1.0
+    cross_top: int = 0  # the ranker's top N re-scored by a cross-encoder (0 = none; 30: docs/quality.md)
+    cross_encoder: str = "minilm"  # its initial weights: the shipped MiniLM or a local Hugging Face checkpoint dir
+    cross_negatives: int = 4  # unjudged products per training query, from the word list's top --cross_pool
+    cross_pool: int = 30
+    cross_steps: int = 0  # optimiser steps (0 = one pass over the pairs)
+    cross_batch: int = 32
+    cross_lr: float = 5e-5
+    cross_holdout: float = 0.1  # share of training queries held out of both fits to choose the blend weight
+    cross_weight: float = -1.0  # blend weight of the cross-encoder (-1 = choose it on the held-out queries)
     data: DataConfig = field(default_factory=DataConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -67,6 +67,7 @@ class CandidateBuilder:
                               "depth with a CharGramRetriever")
         self.lexical, self.dense, self.depth = lexical, dense, depth
         self.chars, self.char_depth = (chars, char_depth) if char_depth else (None, 0)
+        self.titles = titles
         self.titles_index = TitleIndex(titles)
 
     def build(self, queries: list[str], batch: int = 256, progress: str | None = None
@@ -142,8 +143,32 @@ def grades(rows: list[list[int]], queries: list[str], ids: list[str], judged: di
 class Reranker:
     """A trained LightGBM ranker plus its metadata (``reranker.txt`` + ``reranker.json`` in one folder)."""
 
-    def __init__(self, booster: Any, meta: dict[str, Any]) -> None:
-        self.booster, self.meta = booster, meta
+    def __init__(self, booster: Any, meta: dict[str, Any], cross: Any = None) -> None:  # CrossEncoder | None
+        self.booster, self.meta, self.cross = booster, meta, cross
+
+    @property
+    def cross_top(self) -> int:
+        """How many of the ranker's top candidates the cross-encoder re-scores (0 without one)."""
+        return int(self.meta.get("cross_top", 0)) if self.cross is not None else 0
+
+    def order(self, queries: list[str], scores: list[np.ndarray], rows: list[list[int]], titles: list[str],
+              k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each query's top-k (scores, rows): by ranker score, the top ``cross_top`` re-ordered by the blend with
+        the cross-encoder when the ranker has one (its pairs scored in one batch across the queries)."""
+        if not self.cross_top:
+            return [top_k(s, r, k) for s, r in zip(scores, rows, strict=True)]
+        from vitrine.cross_encoder import order_top
+
+        heads = [top_k(s, r, self.cross_top)[1] for s, r in zip(scores, rows, strict=True)]
+        pairs = [(q, int(r)) for q, h in zip(queries, heads, strict=True) for r in h]
+        logits = self.cross.score([q for q, _ in pairs], [titles[r] for _, r in pairs])
+        by_pair = {pair: float(v) for pair, v in zip(pairs, logits, strict=True)}
+        out = []
+        for q, s, r in zip(queries, scores, rows, strict=True):
+            bs, br = order_top(s, r, self.cross_top, lambda rs, q=q: np.array([by_pair[(q, x)] for x in rs]),
+                               float(self.meta["cross_weight"]))
+            out.append((bs[:k], br[:k]))
+        return out
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, groups: list[int], meta: dict[str, Any], trees: int = 300,
@@ -172,10 +197,13 @@ class Reranker:
         return {f: float(g) for f, g in zip(FEATURES, gains, strict=True)}
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``reranker.txt`` (the booster) and ``reranker.json`` (metadata) into ``folder``."""
+        """Write ``reranker.txt`` (the booster), ``reranker.json`` (metadata) and, with a cross-encoder, its
+        ``cross_encoder/`` folder into ``folder``."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(out / "reranker.txt"))
+        if self.cross is not None:
+            self.cross.save(out / "cross_encoder", {k: v for k, v in self.meta.items() if k.startswith("cross_")})
         (out / "reranker.json").write_text(json.dumps({**self.meta, "saved": time.time()}, indent=1))
         return out
 
@@ -211,7 +239,15 @@ class Reranker:
             raise ConfigError(f"--rerank {folder}: reranker.json names an unknown word list "
                               f"lexical={meta['lexical']!r} (known: {', '.join(WORD_LISTS)}); retrain it with "
                               "`vitrine rerank`")
-        return cls(lgb.Booster(model_file=str(path / "reranker.txt")), meta)
+        cross = None
+        if meta.get("cross_top", 0):
+            from vitrine.cross_encoder import CrossEncoder
+
+            if not isinstance(meta.get("cross_weight"), int | float) or not 0 <= meta["cross_weight"] <= 1:
+                raise ConfigError(f"--rerank {folder}: reranker.json names a cross-encoder without a blend weight in "
+                                  "[0, 1]; retrain it with `vitrine rerank --cross_top=30`")
+            cross = CrossEncoder.load(path / "cross_encoder")
+        return cls(lgb.Booster(model_file=str(path / "reranker.txt")), meta, cross)
 
 
 class RerankRetriever:
@@ -224,13 +260,12 @@ class RerankRetriever:
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (ranker scores, row positions) per query; -1 pads when fewer than k candidates exist."""
         x, rows = self.builder.build(queries)
-        scores = self.reranker.score(x)
+        flat = self.reranker.score(x)
+        bounds = np.cumsum([0, *map(len, rows)])
+        scores = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         out_s = np.zeros((len(queries), k), np.float32)
         out_p = np.full((len(queries), k), -1, np.int64)
-        start = 0
-        for i, q_rows in enumerate(rows):
-            s, p = top_k(scores[start:start + len(q_rows)], q_rows, k)
-            start += len(q_rows)
+        for i, (s, p) in enumerate(self.reranker.order(queries, scores, rows, self.builder.titles, k)):
             out_p[i, :len(p)], out_s[i, :len(p)] = p, s
         return out_s, out_p
 

@@ -100,3 +100,44 @@ def test_rerank_without_the_trigram_list(trained):
     assert meta["char_depth"] == 0 and meta["candidates"] < full["candidates"]
     reranked = _evaluate(trained, "--rerank", str(out))
     assert reranked["metrics"]["ndcg@10"] > _evaluate(trained)["metrics"]["ndcg@10"] + 0.05
+
+
+def test_rerank_with_a_cross_encoder(trained, capsys):
+    """``--cross_top=N``: a MiniLM cross-encoder trained beside the ranker re-scores its top N; the blend weight is
+    chosen on held-out training queries (the curve is saved), or taken from ``--cross_weight``."""
+    out = trained / "ranker-cross"
+    assert main(["rerank", "--model=pretrained", f"--workdir={trained}", f"--out={out}", "--trees=60",
+                 "--cross_top=10", "--cross_steps=20", "--cross_holdout=0.2"]) == 0
+    meta = json.loads((out / "reranker.json").read_text())
+    assert meta["cross_top"] == 10 and meta["cross_steps"] == 20 and 40 <= meta["cross_held_queries"] <= 80
+    assert set(meta["cross_curve"]) == {"0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.8", "1"}
+    assert meta["cross_curve"][f"{meta['cross_weight']:g}"] == max(meta["cross_curve"].values())
+    assert (out / "cross_encoder" / "head.pt").is_file() and (out / "cross_encoder" / "config.json").is_file()
+    forced = trained / "ranker-cross-forced"
+    assert main(["rerank", "--model=pretrained", f"--workdir={trained}", f"--out={forced}", "--trees=60",
+                 "--cross_top=10", "--cross_steps=20", "--cross_holdout=0.2", "--cross_weight=1"]) == 0
+    assert json.loads((forced / "reranker.json").read_text())["cross_weight"] == 1
+    import shutil
+
+    ranker_only = trained / "ranker-cross-weight0"  # the same ranker, the cross-encoder's weight set to 0
+    shutil.copytree(forced, ranker_only)
+    meta0 = json.loads((ranker_only / "reranker.json").read_text())
+    (ranker_only / "reranker.json").write_text(json.dumps({**meta0, "cross_weight": 0.0}))
+    plain, cross = trained / "plain.parquet", trained / "cross.parquet"
+    _evaluate(trained, "--rerank", str(ranker_only), f"--run-output={plain}")
+    reranked = _evaluate(trained, "--rerank", str(forced), f"--run-output={cross}")
+    import pyarrow.parquet as pq
+
+    def top10(path):
+        rows = sorted(pq.read_table(path).to_pylist(), key=lambda r: (r["query"], r["rank"]))
+        out: dict[str, list] = {}
+        for r in rows:
+            out.setdefault(r["query"], []).append(r["product_id"])
+        return {q: v[:10] for q, v in out.items()}
+
+    a, b = top10(plain), top10(cross)
+    assert sum(a[q] != b[q] for q in a) > len(a) // 2  # weight 1: the cross-encoder orders each top 10
+    assert all(set(a[q]) == set(b[q]) for q in a)  # ... of the candidates the ranker put there
+    assert reranked["metrics"]["ndcg@10"] > _evaluate(trained)["metrics"]["ndcg@10"]
+    assert main(["rerank", "--model=pretrained", "--cross_top=5", f"--workdir={trained}"]) == 2
+    assert "the cross-encoder re-scores at least 10 candidates" in capsys.readouterr().err

@@ -8,7 +8,8 @@ the version it already serves) and refuses a ranker trained with another version
 would mean something else). Differences from the offline path, by design: the dense candidates come from the
 served index (exact only for ``Flat``; an approximate index returns its own top ``depth``), and attribute
 filters restrict every list before ranking (each BM25 list and the index take their top among the matching
-products). When fewer than k candidates exist, the answer continues in dense order, marked ``stage="dense"``.
+products). When fewer than k candidates exist, the answer continues in dense order, marked ``stage="dense"``. A ranker
+trained with a cross-encoder (``vitrine rerank --cross_top=N``) re-scores its top N with it, as offline.
 """
 
 from __future__ import annotations
@@ -42,14 +43,12 @@ class ServedReranker:
     def info(self) -> dict[str, Any]:
         """What ``GET /model`` shows of the ranker."""
         keep = ("model", "depth", "char_depth", "lexical", "trees", "queries", "candidate_recall", "judgments",
-                "catalog")
+                "catalog", "cross_top", "cross_weight", "cross_encoder")
         return {"uri": self.uri, **{k: self.reranker.meta[k] for k in keep if k in self.reranker.meta}}
 
     def search(self, query: str, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
                ) -> list[tuple[int, float, str]]:
         """Top-k ``(row, score, stage)`` of one query: ranker-ordered candidates, then dense hits if short."""
-        from vitrine.rerank import top_k
-
         ls, lr = self.lexical.top([query], self.depth, allowed)  # a filtered-out product scores 0: dropped
         ls, lr = ls[0], np.asarray(lr[0], np.int64)
         ds, dr = self.catalog.index.search(vector[None, :], max(self.depth, k), allowed)
@@ -59,7 +58,7 @@ class ServedReranker:
             cs, cr = self.chars.top([query], self.char_depth, allowed)
             grams = (cs[0], np.asarray(cr[0], np.int64))
         x, rows = self.builder.candidates(query, (ls, lr), (ds[:self.depth], dr[:self.depth]), grams)
-        scores, best = top_k(self.reranker.score(x), rows, k)
+        (scores, best), = self.reranker.order([query], [self.reranker.score(x)], [rows], self.catalog.titles, k)
         out = [(int(r), float(s), "rerank") for s, r in zip(scores, best, strict=True)]
         if len(out) < k:
             pool = set(rows)
