@@ -10,7 +10,7 @@ ranker on ``--judgments`` and attaches it (``vitrine rerank --attach=true``), th
 replica does (``vitrine.index.serving`` + ``vitrine.index.reranked``, one torch thread). Dense path: encode +
 index search. Re-ranked path: encode + BM25 (words, analysed as ``--lexical`` says, and character trigrams unless
 ``--char-depth 0``) + index
-search at the ranker's depth + title features + LightGBM.
+search at the ranker's depth + title features + LightGBM (+ with ``--cross-top N`` a cross-encoder over its top N).
 Also the memory the ranker adds to a warm dense replica (RSS, after loading it, which builds the BM25 indexes and
 the titles' token index, and after the timing). Prints JSON and saves
 ``<out>/rerank_cost_<catalog>.json``; the ranker's quality is not measured here (docs/quality.md is).
@@ -52,11 +52,19 @@ def prepare(args: argparse.Namespace, work: Path) -> str:
     rc = cli_main(["rerank", f"--model=models:/{NAME}/{version}", f"--workdir={work}", f"--catalog={args.catalog}",
                    f"--judgments={args.judgments}", f"--embeddings={work / 'index_build' / version / 'embeddings'}",
                    f"--depth={args.depth}", f"--char_depth={args.char_depth}", f"--trees={args.trees}",
-                   f"--lexical={args.lexical}",
+                   f"--lexical={args.lexical}", *cross_args(args),
                    f"--out={work / 'ranker'}", "--attach=true"])
     if rc:
         raise SystemExit(f"vitrine rerank failed (exit {rc}); see the log above")
     return version
+
+
+def cross_args(args: argparse.Namespace) -> list[str]:
+    """``vitrine rerank`` flags for a cross-encoder over the ranker's top ``--cross-top`` (none when 0); a few
+    training steps and a fixed weight, since its cost does not depend on how well it was trained."""
+    if not args.cross_top:
+        return []
+    return [f"--cross_top={args.cross_top}", f"--cross_steps={args.cross_steps}", "--cross_weight=0.3"]
 
 
 def open_version(work: Path, version: str) -> tuple[Any, Any]:
@@ -102,7 +110,7 @@ def measure(work: Path, version: str, queries: list[str], seconds: float, k: int
         rerank.append((t1 - t0 + t3 - t2) * 1000)
         n += 1
     parts: dict[str, list[float]] = {"bm25": [], "chargram_bm25": [], "index_at_depth": [], "features": [],
-                                     "lightgbm": []}
+                                     "lightgbm": [], "cross_encoder": []}
     for q in queries[:min(len(queries), 300)]:
         vec = encode([q])[0]
         t0 = time.perf_counter()
@@ -112,12 +120,14 @@ def measure(work: Path, version: str, queries: list[str], seconds: float, k: int
         t2 = time.perf_counter()
         ds, dr = catalog.index.search(vec[None, :], ranker.depth)
         t3 = time.perf_counter()
-        x, _ = ranker.builder.candidates(q, (ls[0], lr[0]), (ds[0], dr[0]),
-                                         None if grams is None else (grams[0][0], grams[1][0]))
+        x, rows = ranker.builder.candidates(q, (ls[0], lr[0]), (ds[0], dr[0]),
+                                            None if grams is None else (grams[0][0], grams[1][0]))
         t4 = time.perf_counter()
-        ranker.reranker.score(x)
+        scores = ranker.reranker.score(x)
         t5 = time.perf_counter()
-        for key, ms in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+        ranker.reranker.order([q], [scores], [rows], catalog.titles, k)  # the cross-encoder's pass, if any
+        t6 = time.perf_counter()
+        for key, ms in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
             parts[key].append(ms * 1000)
     rss2 = _rss_mb()
     return {"products": len(catalog.titles), "queries_timed": n, "encode_p50_ms": round(float(np.median(enc)), 2),
@@ -153,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--char-depth", type=int, default=200, help="the character-trigram list's depth (0 = none)")
     p.add_argument("--trees", type=int, default=300)
     p.add_argument("--lexical", default="product", help="the ranker's word list: product (default) or bm25 (stock)")
+    p.add_argument("--cross-top", type=int, default=0, help="a cross-encoder over the ranker's top N (0 = none)")
+    p.add_argument("--cross-steps", type=int, default=20, help="its training steps (its cost does not depend on them)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench" / "rerank_cost")
@@ -181,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=1)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"rerank_cost_{args.catalog.stem}.json").write_text(text + "\n")
+    suffix = f"_cross{args.cross_top}" if args.cross_top else ""
+    (args.out / f"rerank_cost_{args.catalog.stem}{suffix}.json").write_text(text + "\n")
     return 0
 
 

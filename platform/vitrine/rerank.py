@@ -27,6 +27,9 @@ Word list (``lexical``, saved in the ranker's metadata): ``product`` (the defaul
 candidates and the BM25 features from ``lexical.ProductBM25Retriever`` (units and numbers normalised, query words
 spell-corrected against the titles), ``bm25`` from the stock ``BM25Retriever`` the harness reports as its
 baseline; a ranker saved without the key used ``bm25``.
+
+Cross-encoder (``cross_top`` > 0 in the metadata, ``vitrine rerank --cross_top=N``): a ``cross_encoder.CrossEncoder``
+saved beside the booster re-scores the ranker's top N, blended with the ranker's score (``Reranker.order``).
 """
 
 from __future__ import annotations
