@@ -65,6 +65,10 @@ def fit_cross(job: RerankJob, reranker: Reranker, builder: Any, queries: list[st
     _, pool = builder.lexical.top(fit_q, job.cross_pool)
     pairs = training_pairs(fit_q, judged, ids, titles, pool, job.cross_negatives, rel.gain, job.seed)
     cross = CrossEncoder.pretrained(job.cross_encoder)
+    import torch
+
+    if torch.cuda.is_available():  # trains and scores on the GPU when there is one; Reranker.load does the same
+        cross.to("cuda")
     figures = cross.fit(pairs, batch=job.cross_batch, lr=job.cross_lr, steps=job.cross_steps, seed=job.seed,
                         progress="cross-encoder")
     figures["cross_fit_s"] = round(time.time() - t0, 1)

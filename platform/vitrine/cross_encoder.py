@@ -134,7 +134,7 @@ class CrossEncoder(nn.Module):
         meta = json.loads((path / "cross_encoder.json").read_text())
         model = cls(AutoModel.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path)),
                     int(meta.get("max_length", 48)))
-        model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu"))
+        model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu", weights_only=True))
         if torch.cuda.is_available():
             model.to("cuda")
         return model.eval()
