@@ -33,6 +33,7 @@ from vitrine.catalog.io import read_table
 from vitrine.catalog.schema import clean_judgments
 from vitrine.config import EvaluateJob, RerankJob, flatten
 from vitrine.evaluate import Relevance, judgments_by_query
+from vitrine.index.faiss_index import stored_vectors
 from vitrine.rerank import Reranker, candidate_builder, grades
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def fit_cross(job: RerankJob, reranker: Reranker, builder: Any, queries: list[st
     (or take ``--cross_weight``), attach both to ``reranker``; returns the figures."""
     from vitrine.cross_encoder import CrossEncoder, choose_weight, training_pairs
     from vitrine.evaluate import ndcg_at_k
-    from vitrine.rerank import top_k
+    from vitrine.rerank import per_query, top_k
 
     t0 = time.time()
     fit_q = [q for q, h in zip(queries, held, strict=True) if not h]
@@ -74,9 +75,7 @@ def fit_cross(job: RerankJob, reranker: Reranker, builder: Any, queries: list[st
     figures["cross_fit_s"] = round(time.time() - t0, 1)
     hx, _, h_rows = select(x, np.zeros(len(x)), rows, held)
     h_q = [q for q, h in zip(queries, held, strict=True) if h]
-    bounds = np.cumsum([0, *map(len, h_rows)])
-    flat = reranker.score(hx)
-    heads = [top_k(flat[a:b], r, job.cross_top) for a, b, r in zip(bounds[:-1], bounds[1:], h_rows, strict=True)]
+    heads = [top_k(s, r, job.cross_top) for s, r in zip(per_query(reranker.score(hx), h_rows), h_rows, strict=True)]
     pq, pt = [q for q, (_, r) in zip(h_q, heads, strict=True) for _ in r], [titles[i] for _, r in heads for i in r]
     logits = cross.score(pq, pt, progress="cross-encoder, held-out queries")
     per_query, at = [], 0
@@ -135,6 +134,17 @@ def run(job: RerankJob) -> dict[str, Any]:
                           "<= 1 (or -1 to choose it), 0+ negatives from a pool of 1+, 0+ steps (0 = one pass)")
     if job.cross_top < 0:
         raise ConfigError(f"--cross_top={job.cross_top}: use 0 (no cross-encoder) or at least 10, e.g. 30")
+    if job.cross_top:  # before the ranker's features and fit, which take minutes
+        from vitrine.model.encoders import resolve_text_encoder
+
+        try:
+            resolve_text_encoder(job.cross_encoder)
+        except ConfigError:
+            raise ConfigError(f"--cross_encoder={job.cross_encoder!r}: neither 'minilm' (the shipped MiniLM) nor a "
+                              "local Hugging Face checkpoint directory with a config.json") from None
+    if job.prf < 0:
+        raise ConfigError(f"--prf={job.prf}: use 0 (no neighbour-centroid features) or the number of each list's "
+                          "top products whose vectors make its centroid, e.g. --prf=5")
     if job.char_depth < 0:
         raise ConfigError(f"--char_depth={job.char_depth}: use 0 (no character-trigram list) or a positive depth, "
                           "e.g. --char_depth=200 (the default)")
@@ -154,7 +164,8 @@ def run(job: RerankJob) -> dict[str, Any]:
                        embeddings=job.embeddings, data=job.data, index=job.index, tracking=job.tracking)
     dense, label = single_retriever(ejob, catalog, files, workdir)
     rel = Relevance(job.relevant_min, job.gain_offset)
-    builder = candidate_builder(ids, titles, dense, job.depth, job.char_depth, job.lexical)
+    builder = candidate_builder(ids, titles, dense, job.depth, job.char_depth, job.lexical,
+                                stored_vectors(dense.index) if job.prf else None, job.prf)
     queries = sorted(judged)
     t0 = time.time()
     x, rows = builder.build(queries, progress="candidates + features")
@@ -164,7 +175,8 @@ def run(job: RerankJob) -> dict[str, Any]:
                max(relevant, 1), "features_s": round(time.time() - t0, 1)}
     t1 = time.time()
     meta = {"model": label, "model_uri": job.model, "catalog": job.catalog, "judgments": job.judgments,
-            "depth": job.depth, "char_depth": job.char_depth, "lexical": job.lexical, "relevant_min": job.relevant_min,
+            "depth": job.depth, "char_depth": job.char_depth, "lexical": job.lexical, "prf": job.prf,
+            "relevant_min": job.relevant_min,
             "gain_offset": job.gain_offset, **figures}
     held = held_out(queries, job.cross_holdout) if job.cross_top else np.zeros(len(queries), bool)
     fit_x, fit_y, fit_rows = select(x, y, rows, ~held)

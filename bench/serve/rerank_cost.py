@@ -10,7 +10,8 @@ ranker on ``--judgments`` and attaches it (``vitrine rerank --attach=true``), th
 replica does (``vitrine.index.serving`` + ``vitrine.index.reranked``, one torch thread). Dense path: encode +
 index search. Re-ranked path: encode + BM25 (words, analysed as ``--lexical`` says, and character trigrams unless
 ``--char-depth 0``) + index
-search at the ranker's depth + title features + LightGBM (+ with ``--cross-top N`` a cross-encoder over its top N).
+search at the ranker's depth + title features (+ with ``--prf N`` the neighbour-centroid ones) + LightGBM (+ with
+``--cross-top N`` a cross-encoder over its top N).
 Also the memory the ranker adds to a warm dense replica (RSS, after loading it, which builds the BM25 indexes and
 the titles' token index, and after the timing). Prints JSON and saves
 ``<out>/rerank_cost_<catalog>.json``; the ranker's quality is not measured here (docs/quality.md is).
@@ -52,7 +53,7 @@ def prepare(args: argparse.Namespace, work: Path) -> str:
     rc = cli_main(["rerank", f"--model=models:/{NAME}/{version}", f"--workdir={work}", f"--catalog={args.catalog}",
                    f"--judgments={args.judgments}", f"--embeddings={work / 'index_build' / version / 'embeddings'}",
                    f"--depth={args.depth}", f"--char_depth={args.char_depth}", f"--trees={args.trees}",
-                   f"--lexical={args.lexical}", *cross_args(args),
+                   f"--lexical={args.lexical}", f"--prf={args.prf}", *cross_args(args),
                    f"--out={work / 'ranker'}", "--attach=true"])
     if rc:
         raise SystemExit(f"vitrine rerank failed (exit {rc}); see the log above")
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--char-depth", type=int, default=200, help="the character-trigram list's depth (0 = none)")
     p.add_argument("--trees", type=int, default=300)
     p.add_argument("--lexical", default="product", help="the ranker's word list: product (default) or bm25 (stock)")
+    p.add_argument("--prf", type=int, default=0, help="the ranker's neighbour-centroid features over each list's "
+                   "top N product vectors (0 = none)")
     p.add_argument("--cross-top", type=int, default=0, help="a cross-encoder over the ranker's top N (0 = none)")
     p.add_argument("--cross-steps", type=int, default=20, help="its training steps (its cost does not depend on them)")
     p.add_argument("--k", type=int, default=10)
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=1)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = f"_cross{args.cross_top}" if args.cross_top else ""
+    suffix = (f"_prf{args.prf}" if args.prf else "") + (f"_cross{args.cross_top}" if args.cross_top else "")
     (args.out / f"rerank_cost_{args.catalog.stem}{suffix}.json").write_text(text + "\n")
     return 0
 

@@ -28,6 +28,15 @@ candidates and the BM25 features from ``lexical.ProductBM25Retriever`` (units an
 spell-corrected against the titles), ``bm25`` from the stock ``BM25Retriever`` the harness reports as its
 baseline; a ranker saved without the key used ``bm25``.
 
+Neighbour centroids (``prf`` > 0 in the metadata, ``vitrine rerank --prf=3``; 0 = off, the default): six more
+features from pseudo-relevance feedback in the product vector space. For each list (words, dense, trigrams) the
+centroid of its top ``prf`` products' vectors; a candidate's cosine to each centroid, raw and relative to the
+query's best candidate. Why: relevant products sit near each other, so a product close to what the word list
+ranks first is likely relevant even when the query tower's own vector misses it (on Home Depot the dense list
+searched with the query plus the word list's centroid holds 0.756 of the relevant products at 100, the query's
+own vector 0.716). As features rather than a fourth candidate list: that list added candidates the ranker did
+not promote (docs/quality.md). The served app reads the vectors from its index (``faiss_index.stored_vectors``).
+
 Cross-encoder (``cross_top`` > 0 in the metadata, ``vitrine rerank --cross_top=N``): a ``cross_encoder.CrossEncoder``
 saved beside the booster re-scores the ranker's top N, blended with the ranker's score (``Reranker.order``).
 """
@@ -51,9 +60,22 @@ FEATURES = (
     "query_tokens", "title_tokens", "first_match_position", "phrase_match", "fuzzy_coverage", "query_agreement",
     "chargram", "chargram_rel_top", "chargram_log_rank",
 )
+PRF_FEATURES = ("prf_words", "prf_dense", "prf_chars", "prf_words_minus_top", "prf_dense_minus_top",
+                "prf_chars_minus_top")
 FEATURE_VERSION = 3
 _VERSIONS = {1: "BM25 candidates in the library's tie order", 2: "BM25 ties in row order, no character-trigram list",
              3: "BM25 ties in row order, plus a character-trigram BM25 list"}
+
+
+def feature_names(prf: int = 0) -> list[str]:
+    """The feature columns of a ranker: ``FEATURES``, plus ``PRF_FEATURES`` with neighbour centroids."""
+    return [*FEATURES, *(PRF_FEATURES if prf else ())]
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Product vectors scaled to unit length (a zero vector stays zero), float32."""
+    vectors = np.asarray(vectors, np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 class CandidateBuilder:
@@ -61,8 +83,10 @@ class CandidateBuilder:
     ``chars`` is given) and their feature rows, for batches of queries."""
 
     def __init__(self, lexical, dense, titles: list[str], depth: int = 100,  # noqa: ANN001 - retrievers
-                 chars=None, char_depth: int = 0) -> None:  # noqa: ANN001 - CharGramRetriever
-        """``dense`` may be None when only ``candidates`` is called (the served index searches instead)."""
+                 chars=None, char_depth: int = 0,  # noqa: ANN001 - CharGramRetriever
+                 vectors: np.ndarray | None = None, prf: int = 0) -> None:
+        """``dense`` may be None when only ``candidates`` is called (the served index searches instead);
+        ``vectors`` (unit length, one per title) are needed with ``prf`` > 0."""
         if depth < 10:
             raise ConfigError(f"rerank depth={depth}: take at least 10 candidates from each side")
         if char_depth < 0 or (char_depth and chars is None):
@@ -70,8 +94,13 @@ class CandidateBuilder:
                               "depth with a CharGramRetriever")
         self.lexical, self.dense, self.depth = lexical, dense, depth
         self.chars, self.char_depth = (chars, char_depth) if char_depth else (None, 0)
+        if prf < 0 or (prf and (vectors is None or len(vectors) != len(titles))):
+            raise ConfigError(f"rerank prf={prf}: use 0 (no neighbour-centroid features) or a positive count with "
+                              "one product vector per title")
+        self.vectors, self.prf = (vectors, prf) if prf else (None, 0)
         self.titles = titles
         self.titles_index = TitleIndex(titles)
+        self.width = len(feature_names(self.prf))
 
     def build(self, queries: list[str], batch: int = 256, progress: str | None = None
               ) -> tuple[np.ndarray, list[list[int]]]:
@@ -88,7 +117,7 @@ class CandidateBuilder:
                 x, rows = self._one(q, ls[i], lr[i], ds[i], dr[i], None if cs is None else (cs[i], cr[i]))
                 feats.append(x)
                 all_rows.append(rows)
-        return (np.concatenate(feats) if feats else np.zeros((0, len(FEATURES)), np.float32)), all_rows
+        return (np.concatenate(feats) if feats else np.zeros((0, self.width), np.float32)), all_rows
 
     def candidates(self, query: str, lexical: tuple[np.ndarray, np.ndarray], dense: tuple[np.ndarray, np.ndarray],
                    chars: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:
@@ -104,7 +133,7 @@ class CandidateBuilder:
         c_rows, c_s, c_rank = lexical_hits(*chars) if chars is not None else (np.zeros(0, np.int64),) * 3
         rows = np.union1d(np.union1d(l_rows, d_rows), c_rows).astype(np.int64)
         if not len(rows):
-            return np.zeros((0, len(FEATURES)), np.float32), []
+            return np.zeros((0, self.width), np.float32), []
         l_top = float(l_s.max(initial=0.0)) or 1e-6
         c_top = float(c_s.max(initial=0.0)) or 1e-6
         d_top, d_floor = (float(d_s.max()), float(d_s.min())) if len(d_s) else (0.0, 0.0)
@@ -116,19 +145,33 @@ class CandidateBuilder:
         x = np.column_stack([b, b / l_top, np.log1p(b_rank), d, d - d_top, (d - d_floor) / span, np.log1p(d_rank),
                              in_lex & in_den, self.titles_index.match(tokens(query), rows), agreement,
                              c, c / c_top, np.log1p(c_rank)])
+        if self.prf:
+            x = np.column_stack([x, self._neighbours(rows, (l_rows, d_rows, c_rows))])
         return x.astype(np.float32), rows.tolist()
+
+    def _neighbours(self, rows: np.ndarray, lists: tuple[np.ndarray, ...]) -> np.ndarray:
+        """``PRF_FEATURES`` of the candidates: cosine to each list's top-``prf`` centroid, raw and minus the best."""
+        own = self.vectors[rows]
+        cols = []
+        for top in lists:  # each list's rows in its own order, best first
+            head = top[:self.prf]
+            centre = unit_rows(self.vectors[head].mean(0, keepdims=True))[0] if len(head) else np.zeros(own.shape[1])
+            cols.append(own @ centre)
+        return np.column_stack([*cols, *(c - c.max() for c in cols)])
 
 
 def candidate_builder(ids: list[str], titles: list[str], dense, depth: int,  # noqa: ANN001 - retriever
-                      char_depth: int, lexical: str = "bm25") -> CandidateBuilder:
+                      char_depth: int, lexical: str = "bm25", vectors: np.ndarray | None = None,
+                      prf: int = 0) -> CandidateBuilder:
     """Word BM25 over ``titles`` (``lexical``: a key of ``lexical.WORD_LISTS``; character-trigram BM25 as well
-    when ``char_depth`` > 0) plus ``dense``, as one builder."""
+    when ``char_depth`` > 0) plus ``dense``, as one builder (``vectors``: the products', for ``prf`` > 0)."""
     from vitrine.evaluate import CharGramRetriever
     from vitrine.lexical import word_retriever
 
     words = word_retriever(lexical, ids, titles)
     chars = CharGramRetriever(ids, titles) if char_depth > 0 else None
-    return CandidateBuilder(words, dense, titles, depth, chars, char_depth)
+    return CandidateBuilder(words, dense, titles, depth, chars, char_depth,
+                            unit_rows(vectors) if prf and vectors is not None else None, prf)
 
 
 def grades(rows: list[list[int]], queries: list[str], ids: list[str], judged: dict[str, dict[str, float]],
@@ -187,7 +230,8 @@ class Reranker:
                                label_gain=list(range(levels)), lambdarank_truncation_level=20, random_state=seed,
                                verbose=-1)
         model.fit(x, y, group=groups)
-        return cls(model.booster_, {**meta, "features": list(FEATURES), "feature_version": FEATURE_VERSION,
+        return cls(model.booster_, {**meta, "features": feature_names(meta.get("prf", 0)),
+                                    "feature_version": FEATURE_VERSION,
                                     "trees": trees, "seed": seed})
 
     def score(self, x: np.ndarray) -> np.ndarray:
@@ -197,7 +241,7 @@ class Reranker:
     def importance(self) -> dict[str, float]:
         """Total split gain per feature (what the ranker leans on)."""
         gains = self.booster.feature_importance(importance_type="gain")
-        return {f: float(g) for f, g in zip(FEATURES, gains, strict=True)}
+        return {f: float(g) for f, g in zip(self.meta["features"], gains, strict=True)}
 
     def save(self, folder: str | Path) -> Path:
         """Write ``reranker.txt`` (the booster), ``reranker.json`` (metadata) and, with a cross-encoder, its
@@ -229,7 +273,10 @@ class Reranker:
                               f"({_VERSIONS.get(version, 'unknown')}), this version computes {FEATURE_VERSION} "
                               f"({_VERSIONS[FEATURE_VERSION]}); retrain it with this version's `vitrine rerank` "
                               "(and --attach=true again if served)")
-        if meta.get("features") != list(FEATURES):
+        if not isinstance(meta.setdefault("prf", 0), int) or meta["prf"] < 0:
+            raise ConfigError(f"--rerank {folder}: reranker.json holds prf={meta['prf']!r}, not a count of 0 or more; "
+                              "retrain it with `vitrine rerank`")
+        if meta.get("features") != feature_names(meta["prf"]):
             raise ConfigError(f"--rerank {folder}: trained with other features ({meta.get('features')}); "
                               "retrain it with this version's `vitrine rerank`")
         if not isinstance(meta.get("char_depth"), int) or meta["char_depth"] < 0:
@@ -263,14 +310,18 @@ class RerankRetriever:
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (ranker scores, row positions) per query; -1 pads when fewer than k candidates exist."""
         x, rows = self.builder.build(queries)
-        flat = self.reranker.score(x)
-        bounds = np.cumsum([0, *map(len, rows)])
-        scores = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        scores = per_query(self.reranker.score(x), rows)
         out_s = np.zeros((len(queries), k), np.float32)
         out_p = np.full((len(queries), k), -1, np.int64)
         for i, (s, p) in enumerate(self.reranker.order(queries, scores, rows, self.builder.titles, k)):
             out_p[i, :len(p)], out_s[i, :len(p)] = p, s
         return out_s, out_p
+
+
+def per_query(flat: np.ndarray, rows: list[list[int]]) -> list[np.ndarray]:
+    """Scores of all queries' candidates, concatenated, cut back into one array per query."""
+    bounds = np.cumsum([0, *map(len, rows)])
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def top_k(scores: np.ndarray, rows: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:

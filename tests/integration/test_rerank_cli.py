@@ -8,6 +8,7 @@ import os
 import pytest
 
 from vitrine.cli import main
+from vitrine.rerank import PRF_FEATURES
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,8 @@ def test_rerank_refuses_another_model_and_bad_input(trained, tmp_path, capsys):
     assert "--depth=5: use at least 1 tree and 10 candidates a side" in capsys.readouterr().err
     assert main(["rerank", "--model=pretrained", "--char_depth=-1", f"--workdir={tmp_path}"]) == 2
     assert "--char_depth=-1: use 0 (no character-trigram list) or a positive depth" in capsys.readouterr().err
+    assert main(["rerank", "--model=pretrained", "--prf=-1", f"--workdir={tmp_path}"]) == 2
+    assert "--prf=-1: use 0 (no neighbour-centroid features)" in capsys.readouterr().err
     assert main(["rerank", "--model=pretrained", "--lexical=bm26", f"--workdir={tmp_path}"]) == 2
     assert "--lexical='bm26': choose one of bm25, product" in capsys.readouterr().err
     assert main(["evaluate", "--model", "bm25-product", "--embeddings", "x.parquet", f"--workdir={tmp_path}"]) == 2
@@ -88,6 +91,20 @@ def test_stock_word_list_ranker_and_the_product_list_alone(trained):
     scores = {p: json.loads(p.read_text()) for p in (out_p, out_b)}
     assert scores[out_p]["model"] == "bm25-product"
     assert scores[out_p]["metrics"]["ndcg@10"] > scores[out_b]["metrics"]["ndcg@10"] + 0.01
+
+
+def test_rerank_with_neighbour_centroids(trained):
+    """``--prf=N``: six more features from each list's top-N centroid in the product vector space; the ranker
+    records them, ``vitrine evaluate --rerank`` rebuilds them from the vectors and still lifts the dense model."""
+    out = trained / "ranker-prf"
+    assert main(["rerank", "--model=pretrained", f"--workdir={trained}", f"--out={out}", "--trees=60",
+                 "--prf=5"]) == 0
+    meta = json.loads((out / "reranker.json").read_text())
+    assert meta["prf"] == 5 and meta["features"][-6:] == list(PRF_FEATURES)
+    full = json.loads((trained / "ranker" / "reranker.json").read_text())
+    assert meta["candidates"] == full["candidates"] and full["prf"] == 0  # the same candidates, more features
+    reranked = _evaluate(trained, "--rerank", str(out))
+    assert reranked["metrics"]["ndcg@10"] > _evaluate(trained)["metrics"]["ndcg@10"] + 0.05
 
 
 def test_rerank_without_the_trigram_list(trained):
@@ -141,3 +158,7 @@ def test_rerank_with_a_cross_encoder(trained, capsys):
     assert reranked["metrics"]["ndcg@10"] > _evaluate(trained)["metrics"]["ndcg@10"]
     assert main(["rerank", "--model=pretrained", "--cross_top=5", f"--workdir={trained}"]) == 2
     assert "the cross-encoder re-scores at least 10 candidates" in capsys.readouterr().err
+    assert main(["rerank", "--model=pretrained", "--cross_top=30", f"--cross_encoder={trained / 'nope'}",
+                 f"--workdir={trained}"]) == 2
+    err = capsys.readouterr().err  # refused before the ranker's features (their progress bar) and fit
+    assert "--cross_encoder=" in err and "local Hugging Face checkpoint" in err and "candidates + features" not in err

@@ -59,9 +59,10 @@ def served(tmp_path_factory):
     emb = work / "index_build" / v1 / "embeddings"
     model = f"--model=models:/{NAME}/{v1}"
     common = [f"--workdir={work}", f"--embeddings={emb}", f"--catalog={data.catalog}"]
-    # the attached ranker carries a cross-encoder over its top 10 (weight fixed so that it always acts)
+    # the attached ranker carries a cross-encoder over its top 10 (weight fixed so that it always acts) and the
+    # neighbour-centroid features, which the app computes from the vectors its index holds
     assert main(["rerank", model, *common, f"--out={work / 'ranker'}", "--trees=60", "--attach=true",
-                 "--cross_top=10", "--cross_steps=10", "--cross_weight=0.5"]) == 0
+                 "--cross_top=10", "--cross_steps=10", "--cross_weight=0.5", "--prf=3"]) == 0
     for name, extra in (("reranked", ["--rerank", str(work / "ranker")]), ("dense", [])):
         assert main(["evaluate", model, *common, "--k=1000", f"--run-output={work / name}.parquet", *extra]) == 0
     os.environ.setdefault("RAY_worker_niceness", "0")
@@ -138,6 +139,7 @@ def test_model_reports_the_attached_ranker(served):
     assert ranker["uri"].startswith("runs:/") and ranker["uri"].endswith("/reranker")
     assert ranker["model"] == f"{NAME}/v{served['v1']}" and ranker["depth"] == 200 and ranker["trees"] == 60
     assert ranker["lexical"] == "product"  # the word list it was trained with, rebuilt the same way in the app
+    assert ranker["prf"] == 3
     assert ranker["cross_top"] == 10 and ranker["cross_weight"] == 0.5 and ranker["cross_encoder"] == "minilm"
     tags = mlflow.MlflowClient().get_model_version(NAME, served["v1"]).tags
     assert tags[registry.RERANKER_TAG] == ranker["uri"]

@@ -14,6 +14,7 @@ from vitrine.index.faiss_index import (
     load_index,
     recall_at_k,
     save_index,
+    stored_vectors,
 )
 
 
@@ -71,3 +72,23 @@ def test_save_load_round_trip_and_refusals(tmp_path):
     (path / INDEX_FILE).write_bytes((path / INDEX_FILE).read_bytes()[:-8] + b"corrupt!")
     with pytest.raises(RegistryError, match="checksum"):
         load_index(path)
+
+
+@pytest.mark.parametrize("factory,exact", [("Flat", True), ("HNSW16", True), ("IVF16,Flat", True),
+                                           ("IVF16,PQ8x4fs,RFlat", True), ("IVF16,PQ8", False)])
+def test_stored_vectors_come_back_in_row_order(factory, exact):
+    """What a ``--prf`` ranker reads from a served index: its vectors, exact unless held as PQ codes only."""
+    x = _clustered(n=2000)
+    got = stored_vectors(build_index(x, IndexSpec(factory), device="cpu"))
+    assert got.shape == x.shape
+    cos = np.sum(got * x, axis=1) / np.linalg.norm(got, axis=1)
+    assert np.array_equal(got, x) if exact else np.median(cos) > 0.9  # PQ8 over 32 dims decodes close
+
+
+def test_stored_vectors_refusal_names_the_fix():
+    import faiss
+
+    mapped = faiss.index_factory(32, "IDMap,Flat")  # external ids: no reconstruction by row
+    mapped.add_with_ids(_clustered(n=100), np.arange(100, 200))
+    with pytest.raises(ConfigError, match="IndexIDMap index cannot return its vectors.*--prf=0"):
+        stored_vectors(mapped)

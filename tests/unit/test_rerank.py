@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,13 @@ from vitrine.errors import ConfigError
 from vitrine.evaluate import BM25Retriever, CharGramRetriever, Relevance, char_grams
 from vitrine.rerank import (
     FEATURES,
+    PRF_FEATURES,
     CandidateBuilder,
     Reranker,
     RerankRetriever,
     grades,
     tokens,
+    unit_rows,
 )
 from vitrine.rerank_features import TitleIndex, competition_ranks, word_trigrams
 
@@ -225,3 +228,48 @@ def test_the_trigram_list_adds_candidates_and_its_own_features():
     assert off_rows == [[0, 1, 4]]
     assert np.array_equal(off[:, :FEATURES.index("chargram")], x[[0, 1, 3], :FEATURES.index("chargram")])
     assert off[:, FEATURES.index("chargram_log_rank")].tolist() == pytest.approx([np.log1p(10)] * 3)
+
+
+def test_neighbour_centroid_features_by_hand(tmp_path):
+    """``prf``: each list's top-N centroid, the cosine of every candidate to it, raw and minus the query's best."""
+    titles = ["bolt", "nut", "washer", "screw", "anchor"]
+    vectors = np.array([[1, 0, 0], [0, 2, 0], [0, 0, 1], [1, 1, 0], [3, 0, 4]], np.float32)  # made unit length
+    chars = _Fixed("chars", [3, 0, 1], [6.0, 3.0, 3.0])
+    builder = candidate_builder_with(titles, chars, vectors, prf=2)
+    x, rows = builder.build(["bolt"])
+    assert rows == [[0, 1, 3, 4]] and x.shape == (4, len(FEATURES) + len(PRF_FEATURES))
+    assert x[:, :len(FEATURES)].tolist() == builder_without(titles, chars).build(["bolt"])[0].tolist()
+    col = {f: x[:, len(FEATURES) + i] for i, f in enumerate(PRF_FEATURES)}
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    words = (unit[0] + unit[1]) / np.linalg.norm(unit[0] + unit[1])  # the word list's top 2: rows 0, 1
+    dense = (unit[4] + unit[0]) / np.linalg.norm(unit[4] + unit[0])  # the dense list's: rows 4, 0
+    grams = (unit[3] + unit[0]) / np.linalg.norm(unit[3] + unit[0])  # the trigram list's: rows 3, 0
+    for name, centre in (("prf_words", words), ("prf_dense", dense), ("prf_chars", grams)):
+        expect = unit[[0, 1, 3, 4]] @ centre
+        assert col[name].tolist() == pytest.approx(expect.tolist(), abs=1e-6)
+        assert col[f"{name}_minus_top"].tolist() == pytest.approx((expect - expect.max()).tolist(), abs=1e-6)
+    with pytest.raises(ConfigError, match="prf=2: .* one product vector per title"):
+        CandidateBuilder(None, None, titles, depth=10, prf=2)  # no vectors
+    with pytest.raises(ConfigError, match="prf=-1"):
+        CandidateBuilder(None, None, titles, depth=10, prf=-1)
+    ranker = Reranker.fit(x.repeat(20, 0), np.tile([3, 0, 0, 0], 20), [4] * 20, {"model": "m", "depth": 10,
+                                                                              "char_depth": 10, "prf": 2}, trees=5)
+    assert ranker.meta["features"] == [*FEATURES, *PRF_FEATURES] and len(ranker.importance()) == x.shape[1]
+    loaded = Reranker.load(ranker.save(tmp_path / "r"))
+    assert loaded.meta["prf"] == 2 and np.allclose(loaded.score(x), ranker.score(x))
+    bad = tmp_path / "bad"
+    ranker.save(bad)
+    meta = json.loads((bad / "reranker.json").read_text())
+    (bad / "reranker.json").write_text(json.dumps({**meta, "prf": 0}))  # features no longer match
+    with pytest.raises(ConfigError, match="trained with other features"):
+        Reranker.load(bad)
+
+
+def candidate_builder_with(titles, chars, vectors, prf):
+    return CandidateBuilder(_Fixed("bm25", [0, 1], [4.0, 2.0]), _Fixed("d", [4, 0], [0.9, 0.8]), titles,
+                            depth=10, chars=chars, char_depth=10, vectors=unit_rows(vectors), prf=prf)
+
+
+def builder_without(titles, chars):
+    return CandidateBuilder(_Fixed("bm25", [0, 1], [4.0, 2.0]), _Fixed("d", [4, 0], [0.9, 0.8]), titles,
+                            depth=10, chars=chars, char_depth=10)

@@ -128,6 +128,28 @@ def build_index(vectors: np.ndarray, spec: IndexSpec, train_size: int = 100_000,
     return index
 
 
+def stored_vectors(index: Any) -> np.ndarray:
+    """Every vector the index holds, in row order: exact for Flat, HNSW and refined (``RFlat``) indexes, decoded
+    (approximate) for PQ / SQ codes; an IVF index gets its direct map first. A clear error where FAISS cannot
+    reconstruct (the re-ranker's neighbour-centroid features need the vectors)."""
+    import faiss
+
+    index = to_cpu(index)
+    if not index.ntotal:
+        return np.zeros((0, index.d), np.float32)
+    try:  # one vector first: reconstruct_n aborts the process on an index type that cannot reconstruct
+        index.reconstruct(0)
+    except RuntimeError:
+        try:
+            faiss.extract_index_ivf(index).make_direct_map()
+            index.reconstruct(0)
+        except RuntimeError:
+            raise ConfigError(f"this {type(index).__name__} index cannot return its vectors; a ranker trained "
+                              "with --prf needs them: serve a Flat, HNSW or IVF index, or retrain the ranker "
+                              "with --prf=0") from None
+    return index.reconstruct_n(0, index.ntotal)
+
+
 def exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str = "ip") -> np.ndarray:
     """Exact top-k row ids by brute force (the reference every index is measured against)."""
     import faiss

@@ -29,12 +29,15 @@ class ServedReranker:
     """BM25 over a served catalog's titles + the trained ranker, answering one query vector at a time."""
 
     def __init__(self, catalog: Any, reranker: Any, uri: str = "") -> None:  # serving.Catalog, rerank.Reranker
+        from vitrine.index.faiss_index import stored_vectors
         from vitrine.rerank import candidate_builder
 
         self.catalog, self.reranker, self.uri = catalog, reranker, uri
         self.depth, self.char_depth = int(reranker.meta["depth"]), int(reranker.meta["char_depth"])
+        prf = int(reranker.meta.get("prf", 0))  # neighbour centroids read the vectors the index holds
         self.builder = candidate_builder(list(catalog.index.product_ids), catalog.titles, None, self.depth,
-                                         self.char_depth, reranker.meta.get("lexical", "bm25"))
+                                         self.char_depth, reranker.meta.get("lexical", "bm25"),
+                                         stored_vectors(catalog.index.index) if prf else None, prf)
         self.lexical, self.chars = self.builder.lexical, self.builder.chars
         log.info("re-ranking with %s (%s, depth %d, character trigrams %d, word list %s, %s trees)", uri,
                  reranker.meta.get("model"), self.depth, self.char_depth, reranker.meta.get("lexical", "bm25"),
@@ -42,7 +45,7 @@ class ServedReranker:
 
     def info(self) -> dict[str, Any]:
         """What ``GET /model`` shows of the ranker."""
-        keep = ("model", "depth", "char_depth", "lexical", "trees", "queries", "candidate_recall", "judgments",
+        keep = ("model", "depth", "char_depth", "lexical", "prf", "trees", "queries", "candidate_recall", "judgments",
                 "catalog", "cross_top", "cross_weight", "cross_encoder")
         return {"uri": self.uri, **{k: self.reranker.meta[k] for k in keep if k in self.reranker.meta}}
 
@@ -106,5 +109,11 @@ def fetch_version_reranker(model: Any, cache_dir: str | Path) -> Any:
 
 def load_version_reranker(model: Any, cache_dir: str | Path, catalog: Any) -> ServedReranker | None:
     """``fetch_version_reranker`` plus BM25 over the served catalog: what a replica answers with."""
+    from vitrine.errors import ConfigError
+
     ranker = fetch_version_reranker(model, cache_dir)
-    return None if ranker is None else ServedReranker(catalog, ranker, model.reranker_uri)
+    try:
+        return None if ranker is None else ServedReranker(catalog, ranker, model.reranker_uri)
+    except ConfigError as exc:  # e.g. a --prf ranker over an index that cannot return its vectors
+        raise RegistryError(f"model {model.name} version {model.version}: its attached ranker cannot serve over this "
+                            f"index: {exc}") from None
