@@ -144,7 +144,7 @@ def run(job: RerankJob) -> dict[str, Any]:
                               "local Hugging Face checkpoint directory with a config.json") from None
     if job.prf < 0:
         raise ConfigError(f"--prf={job.prf}: use 0 (no neighbour-centroid features) or the number of each list's "
-                          "top products whose vectors make its centroid, e.g. --prf=5")
+                          "top products whose vectors make its centroid, e.g. --prf=3")
     if job.char_depth < 0:
         raise ConfigError(f"--char_depth={job.char_depth}: use 0 (no character-trigram list) or a positive depth, "
                           "e.g. --char_depth=200 (the default)")
