@@ -62,12 +62,9 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
             raise ConfigError(f"--rerank {job.rerank}: trained with the scores of {reranker.meta.get('model')}, "
                               f"not of {label}; pass --model {reranker.meta.get('model_uri')} or retrain it")
         titles = catalog.column("title").to_pylist()
-        from vitrine.index.faiss_index import stored_vectors
-
-        prf = int(reranker.meta["prf"])
         builder = candidate_builder(catalog.column("product_id").to_pylist(), titles, dense,
                                     int(reranker.meta["depth"]), int(reranker.meta["char_depth"]),
-                                    reranker.meta["lexical"], stored_vectors(dense.index) if prf else None, prf)
+                                    reranker.meta["lexical"], dense.index, int(reranker.meta["prf"]))
         return RerankRetriever(builder, reranker), f"rerank-bm25+{label}"
     if not job.model.startswith("hybrid:"):
         return single_retriever(job, catalog, files, workdir)

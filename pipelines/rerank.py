@@ -33,7 +33,6 @@ from vitrine.catalog.io import read_table
 from vitrine.catalog.schema import clean_judgments
 from vitrine.config import EvaluateJob, RerankJob, flatten
 from vitrine.evaluate import Relevance, judgments_by_query
-from vitrine.index.faiss_index import stored_vectors
 from vitrine.rerank import Reranker, candidate_builder, grades
 
 log = logging.getLogger(__name__)
@@ -164,8 +163,7 @@ def run(job: RerankJob) -> dict[str, Any]:
                        embeddings=job.embeddings, data=job.data, index=job.index, tracking=job.tracking)
     dense, label = single_retriever(ejob, catalog, files, workdir)
     rel = Relevance(job.relevant_min, job.gain_offset)
-    builder = candidate_builder(ids, titles, dense, job.depth, job.char_depth, job.lexical,
-                                stored_vectors(dense.index) if job.prf else None, job.prf)
+    builder = candidate_builder(ids, titles, dense, job.depth, job.char_depth, job.lexical, dense.index, job.prf)
     queries = sorted(judged)
     t0 = time.time()
     x, rows = builder.build(queries, progress="candidates + features")

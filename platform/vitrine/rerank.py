@@ -161,17 +161,18 @@ class CandidateBuilder:
 
 
 def candidate_builder(ids: list[str], titles: list[str], dense, depth: int,  # noqa: ANN001 - retriever
-                      char_depth: int, lexical: str = "bm25", vectors: np.ndarray | None = None,
-                      prf: int = 0) -> CandidateBuilder:
+                      char_depth: int, lexical: str = "bm25", index: Any = None, prf: int = 0) -> CandidateBuilder:
     """Word BM25 over ``titles`` (``lexical``: a key of ``lexical.WORD_LISTS``; character-trigram BM25 as well
-    when ``char_depth`` > 0) plus ``dense``, as one builder (``vectors``: the products', for ``prf`` > 0)."""
+    when ``char_depth`` > 0) plus ``dense``, as one builder; with ``prf`` > 0 the products' vectors are read
+    from ``index`` (the FAISS index over them, row for row)."""
     from vitrine.evaluate import CharGramRetriever
+    from vitrine.index.faiss_index import stored_vectors
     from vitrine.lexical import word_retriever
 
     words = word_retriever(lexical, ids, titles)
     chars = CharGramRetriever(ids, titles) if char_depth > 0 else None
-    return CandidateBuilder(words, dense, titles, depth, chars, char_depth,
-                            unit_rows(vectors) if prf and vectors is not None else None, prf)
+    vectors = unit_rows(stored_vectors(index)) if prf and index is not None else None
+    return CandidateBuilder(words, dense, titles, depth, chars, char_depth, vectors, prf)
 
 
 def grades(rows: list[list[int]], queries: list[str], ids: list[str], judged: dict[str, dict[str, float]],

@@ -29,15 +29,13 @@ class ServedReranker:
     """BM25 over a served catalog's titles + the trained ranker, answering one query vector at a time."""
 
     def __init__(self, catalog: Any, reranker: Any, uri: str = "") -> None:  # serving.Catalog, rerank.Reranker
-        from vitrine.index.faiss_index import stored_vectors
         from vitrine.rerank import candidate_builder
 
         self.catalog, self.reranker, self.uri = catalog, reranker, uri
         self.depth, self.char_depth = int(reranker.meta["depth"]), int(reranker.meta["char_depth"])
-        prf = int(reranker.meta.get("prf", 0))  # neighbour centroids read the vectors the index holds
         self.builder = candidate_builder(list(catalog.index.product_ids), catalog.titles, None, self.depth,
-                                         self.char_depth, reranker.meta.get("lexical", "bm25"),
-                                         stored_vectors(catalog.index.index) if prf else None, prf)
+                                         self.char_depth, reranker.meta.get("lexical", "bm25"), catalog.index.index,
+                                         int(reranker.meta.get("prf", 0)))  # centroids read the index's vectors
         self.lexical, self.chars = self.builder.lexical, self.builder.chars
         log.info("re-ranking with %s (%s, depth %d, character trigrams %d, word list %s, %s trees)", uri,
                  reranker.meta.get("model"), self.depth, self.char_depth, reranker.meta.get("lexical", "bm25"),
