@@ -65,7 +65,7 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
         builder = candidate_builder(catalog.column("product_id").to_pylist(), titles, dense,
                                     int(reranker.meta["depth"]), int(reranker.meta["char_depth"]),
                                     reranker.meta["lexical"], dense.index, int(reranker.meta["prf"]))
-        return RerankRetriever(builder, reranker), f"rerank-bm25+{label}"
+        return RerankRetriever(builder, reranker), f"rerank-{reranker.meta['lexical']}+{label}"
     if not job.model.startswith("hybrid:"):
         return single_retriever(job, catalog, files, workdir)
     from vitrine.errors import ConfigError

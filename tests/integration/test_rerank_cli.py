@@ -36,7 +36,7 @@ def test_rerank_trains_logs_and_lifts_its_training_queries(trained):
     assert (trained / "ranker" / "importance.png").stat().st_size > 10_000
     dense = _evaluate(trained)
     reranked = _evaluate(trained, "--rerank", str(trained / "ranker"))
-    assert reranked["model"] == "rerank-bm25+pretrained-minilm"
+    assert reranked["model"] == "rerank-product+pretrained-minilm"  # names the word list it was trained with
     assert reranked["metrics"]["ndcg@10"] > dense["metrics"]["ndcg@10"] + 0.05
 
     from mlflow.tracking import MlflowClient
