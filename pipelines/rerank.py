@@ -10,9 +10,10 @@ The ranker (``vitrine.rerank``) is tied to the dense model it was trained with; 
 refuses another. Params, the candidates' recall, the feature-importance plot and the ranker itself are logged
 to MLflow. ``--attach=true`` (a registry model only) also tags that version with the logged ranker
 (``vitrine.reranker_uri``): the Serve app then orders that version's answers with it (``vitrine.index.reranked``).
-``--cross_top=30`` also trains a cross-encoder that re-scores the ranker's top 30 (``vitrine.cross_encoder``): it
-and a first ranker fit 90% of the training queries, the blend weight is chosen on the other 10%, then the ranker
-is refitted on all of them.
+The ranker reads each list's top-3 neighbour centroids from the dense model's product vectors (``--prf=3``, the
+default; ``--prf=0`` turns them off). ``--cross_top=30`` also trains a cross-encoder that re-scores the ranker's
+top 30 (``vitrine.cross_encoder``): it and a first ranker fit 90% of the training queries, the blend weight is
+chosen on the other 10%, then the ranker is refitted on all of them.
 """
 
 from __future__ import annotations

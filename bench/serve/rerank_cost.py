@@ -10,7 +10,7 @@ ranker on ``--judgments`` and attaches it (``vitrine rerank --attach=true``), th
 replica does (``vitrine.index.serving`` + ``vitrine.index.reranked``, one torch thread). Dense path: encode +
 index search. Re-ranked path: encode + BM25 (words, analysed as ``--lexical`` says, and character trigrams unless
 ``--char-depth 0``) + index
-search at the ranker's depth + title features (+ with ``--prf N`` the neighbour-centroid ones) + LightGBM (+ with
+search at the ranker's depth + title features + the neighbour-centroid ones (``--prf``, 3; 0 = none) + LightGBM (+ with
 ``--cross-top N`` a cross-encoder over its top N).
 Also the memory the ranker adds to a warm dense replica (RSS, after loading it, which builds the BM25 indexes and
 the titles' token index, and after the timing). Prints JSON and saves
@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--char-depth", type=int, default=200, help="the character-trigram list's depth (0 = none)")
     p.add_argument("--trees", type=int, default=300)
     p.add_argument("--lexical", default="product", help="the ranker's word list: product (default) or bm25 (stock)")
-    p.add_argument("--prf", type=int, default=0, help="the ranker's neighbour-centroid features over each list's "
-                   "top N product vectors (0 = none)")
+    p.add_argument("--prf", type=int, default=3, help="the ranker's neighbour-centroid features over each list's "
+                   "top N product vectors (3, as `vitrine rerank`; 0 = none)")
     p.add_argument("--cross-top", type=int, default=0, help="a cross-encoder over the ranker's top N (0 = none)")
     p.add_argument("--cross-steps", type=int, default=20, help="its training steps (its cost does not depend on them)")
     p.add_argument("--k", type=int, default=10)

@@ -206,7 +206,7 @@ class RerankJob:
     depth: int = 200  # candidates taken from each side (100: 0.445 / 0.792 on Home Depot; 200: 0.448 / 0.804)
     char_depth: int = 200  # candidates from BM25 over title character trigrams (0 = none; see docs/quality.md)
     lexical: str = "product"  # word list: product (units normalised, spelling corrected) | bm25 (stock tokens)
-    prf: int = 0  # neighbour-centroid features from each list's top N product vectors (0 = none; 3: docs/quality.md)
+    prf: int = 3  # neighbour-centroid features from each list's top N product vectors (0 = off; docs/quality.md)
     trees: int = 300
     seed: int = 0
     relevant_min: float = 2.0

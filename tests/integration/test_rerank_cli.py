@@ -93,16 +93,18 @@ def test_stock_word_list_ranker_and_the_product_list_alone(trained):
     assert scores[out_p]["metrics"]["ndcg@10"] > scores[out_b]["metrics"]["ndcg@10"] + 0.01
 
 
-def test_rerank_with_neighbour_centroids(trained):
-    """``--prf=N``: six more features from each list's top-N centroid in the product vector space; the ranker
-    records them, ``vitrine evaluate --rerank`` rebuilds them from the vectors and still lifts the dense model."""
-    out = trained / "ranker-prf"
-    assert main(["rerank", "--model=pretrained", f"--workdir={trained}", f"--out={out}", "--trees=60",
-                 "--prf=5"]) == 0
-    meta = json.loads((out / "reranker.json").read_text())
-    assert meta["prf"] == 5 and meta["features"][-6:] == list(PRF_FEATURES)
+def test_rerank_with_and_without_neighbour_centroids(trained):
+    """``--prf=N`` (3 by default): six features from each list's top-N centroid in the product vector space; the
+    ranker records them, ``vitrine evaluate --rerank`` rebuilds them from the vectors and still lifts the dense
+    model. ``--prf=0`` (the ablation switch) trains on the same candidates without them."""
     full = json.loads((trained / "ranker" / "reranker.json").read_text())
-    assert meta["candidates"] == full["candidates"] and full["prf"] == 0  # the same candidates, more features
+    assert full["prf"] == 3 and full["features"][-6:] == list(PRF_FEATURES)  # the default ranker has them
+    out = trained / "ranker-no-prf"
+    assert main(["rerank", "--model=pretrained", f"--workdir={trained}", f"--out={out}", "--trees=60",
+                 "--prf=0"]) == 0
+    meta = json.loads((out / "reranker.json").read_text())
+    assert meta["prf"] == 0 and not set(PRF_FEATURES) & set(meta["features"])
+    assert meta["candidates"] == full["candidates"]  # the same candidates, fewer features
     reranked = _evaluate(trained, "--rerank", str(out))
     assert reranked["metrics"]["ndcg@10"] > _evaluate(trained)["metrics"]["ndcg@10"] + 0.05
 
