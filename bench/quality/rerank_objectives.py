@@ -26,7 +26,8 @@ OBJECTIVES = ("lambdarank", "binary", "regression", "rank_xendcg")
 
 
 def fit_score(objective: str, x: np.ndarray, y: np.ndarray, groups: list[int], xv: np.ndarray) -> np.ndarray:
-    """Fit one LightGBM model with the shipped ranker's capacity and return its scores of ``xv``."""
+    """Fit one LightGBM model with the shipped ranker's capacity (``Reranker.fit``'s settings; its ``lambdarank`` row
+    reproduces the shipped ranker's figures) and return its scores of ``xv``."""
     import lightgbm as lgb
 
     common = dict(n_estimators=300, learning_rate=0.05, num_leaves=15, min_child_samples=50, subsample=0.8,
