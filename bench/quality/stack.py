@@ -6,7 +6,9 @@ evaluation; each a `vitrine` command run one after another, as a user runs them.
         --val-judgments data/myntra/val/judgments.parquet -- --train.seed=1
 
 Arguments after ``--`` go to ``vitrine pretrain`` (overrides of the recipe). The model is the recipe's
-``tracking.model_name`` at alias ``challenger``, in ``--workdir``'s registry, so use a fresh workdir. Prints JSON
+``tracking.model_name`` at alias ``challenger``, in ``--workdir``'s registry, so use a fresh workdir. With
+``--seeds N`` (N > 1) the recipe is trained N times (``--train.seed=0 .. N-1``, versions 1 .. N) and
+``vitrine ensemble`` registers them as ``<name>-ensemble@challenger``, the model every later stage uses. Prints JSON
 (seconds per stage, minutes in all against ``--budget-min``, both evaluations' metrics) and writes it to
 ``<workdir>/stack.json``.
 """
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("--config", "--workdir", "--catalog", "--train-judgments", "--val-judgments"):
         p.add_argument(flag, required=True)
     p.add_argument("--budget-min", type=float, default=60.0)
+    p.add_argument("--seeds", type=int, default=1, help="train the recipe this many times and ensemble them")
     args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     for flag in ("config", "catalog", "train_judgments", "val_judgments"):
         if not Path(getattr(args, flag)).exists():
@@ -66,10 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     if (work / "mlflow.db").exists():
         raise SystemExit(f"error: --workdir {work} already holds a registry; use a fresh one so the stack's model "
                          "is the one it trains")
-    uri = f"models:/{model_name(Path(args.config), extra)}@challenger"
+    if args.seeds < 1 or (args.seeds > 1 and any(a.startswith("--train.seed=") for a in extra)):
+        raise SystemExit(f"error: --seeds {args.seeds}: use 1, or 2 and more without --train.seed after --")
+    name = model_name(Path(args.config), extra)
+    uri = f"models:/{name}@challenger"
     data = [f"--catalog={args.catalog}", f"--workdir={work}"]
     times: dict[str, float] = {}
-    stage("pretrain", ["pretrain", f"--config={args.config}", f"--workdir={work}", *extra], times)
+    for seed in range(args.seeds):
+        seed_arg = [f"--train.seed={seed}"] if args.seeds > 1 else []
+        stage(f"pretrain_seed{seed}" if args.seeds > 1 else "pretrain",
+              ["pretrain", f"--config={args.config}", f"--workdir={work}", *extra, *seed_arg], times)
+    if args.seeds > 1:
+        members = ",".join(f"models:/{name}/{v}" for v in range(1, args.seeds + 1))
+        stage("ensemble", ["ensemble", f"--members={members}", f"--workdir={work}",
+                           f"--tracking.model_name={name}-ensemble", "--tracking.alias=challenger"], times)
+        uri = f"models:/{name}-ensemble@challenger"
     stage("evaluate", ["evaluate", f"--model={uri}", *data, f"--judgments={args.val_judgments}",
                        f"--output={work / 'val_dense.json'}"], times)
     vectors = json.loads((work / "val_dense.json").read_text())["embeddings"]
@@ -79,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"--embeddings={vectors}", f"--judgments={args.val_judgments}",
                               f"--output={work / 'val_rerank.json'}"], times)
     total = sum(times.values()) / 60
-    report = {"config": args.config, "pretrain_overrides": extra, "model": uri, "seconds": times,
+    report = {"config": args.config, "pretrain_overrides": extra, "seeds": args.seeds, "model": uri, "seconds": times,
               "total_min": round(total, 1), "budget_min": args.budget_min, "within_budget": total <= args.budget_min}
     for name in ("dense", "rerank"):
         metrics = json.loads((work / f"val_{name}.json").read_text())["metrics"]

@@ -19,6 +19,7 @@ from typing import Any
 
 from vitrine.config import (
     DemoJob,
+    EnsembleJob,
     EvaluateJob,
     IndexJob,
     PretrainJob,
@@ -36,6 +37,8 @@ JOBS: dict[str, tuple[type, str, str]] = {
     "index": (IndexJob, "pipelines.embed_index", "Embed the catalog with Ray Data and build the FAISS index."),
     "serve": (ServeJob, "pipelines.serve", "Serve the query tower + index over HTTP with Ray Serve."),
     "demo": (DemoJob, "pipelines.demo", "Run pretrain -> index -> serve -> search on the bundled sample."),
+    "ensemble": (EnsembleJob, "pipelines.ensemble",
+                 "Register several trained models (e.g. seeds of one recipe) as one version: cosines averaged."),
     "promote": (PromoteJob, "pipelines.promote",
                 "Move a registry alias to a candidate only if it passes the evaluation gate."),
     "evaluate": (EvaluateJob, "pipelines.evaluate",

@@ -226,6 +226,15 @@ class RerankJob:
 
 
 @dataclass(frozen=True)
+class EnsembleJob:
+    """``vitrine ensemble``: register several trained models as one model version (their cosines averaged)."""
+
+    workdir: str = "runs"
+    members: tuple[str, ...] = ()  # models:/<name>/<version> | models:/<name>@<alias> | model dirs (2 or more)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass(frozen=True)
 class PromoteJob:
     """``vitrine promote``: move ``to_alias`` to the candidate only if it passes the gate against the champion."""
 

@@ -6,6 +6,8 @@ Layout::
     vitrine_model.json    ModelConfig, preprocessing settings, encoder architecture configs, checksum
     tokenizer/            the text tokenizer's files
 
+An ensemble directory (``vitrine.model.ensemble``) holds member directories of this layout under ``members/``.
+
 Loading rebuilds the architecture from the JSON (no original checkpoint needed) and then loads the weights.
 """
 
@@ -87,6 +89,11 @@ def verify_model_dir(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     meta = read_meta(path)
+    if "ensemble" in meta:  # several models served as one (vitrine.model.ensemble): each member checked
+        from vitrine.model.ensemble import verify_ensemble_dir
+
+        verify_ensemble_dir(path, meta)
+        return meta
     if file_sha256(path / WEIGHTS) != meta["weights_sha256"]:
         raise RegistryError(f"weights in '{path}' do not match the checksum in {META}; the artifact is "
                             "corrupt or was modified. Re-download it or re-run `vitrine pretrain`.")
@@ -94,9 +101,14 @@ def verify_model_dir(path: str | Path) -> dict[str, Any]:
 
 
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tuple[MakeModel, dict[str, Any]]:
-    """Rebuild a MakeModel from a model directory; refuses weights whose checksum does not match."""
+    """Rebuild a MakeModel (or an ensemble of them) from a model directory; refuses weights whose checksum does
+    not match."""
     path = Path(path)
     meta = verify_model_dir(path)
+    if "ensemble" in meta:
+        from vitrine.model.ensemble import load_ensemble_dir
+
+        return load_ensemble_dir(path, meta, device), meta
     cfg = ModelConfig(**meta["model"])
     model = MakeModel(cfg, pretrained=False, text_hf_config=meta["text_hf_config"],
                       image_hf_config=meta["image_hf_config"])
