@@ -28,17 +28,16 @@ candidates and the BM25 features from ``lexical.ProductBM25Retriever`` (units an
 spell-corrected against the titles), ``bm25`` from the stock ``BM25Retriever`` the harness reports as its
 baseline; a ranker saved without the key used ``bm25``.
 
-Neighbour centroids (``prf`` > 0 in the metadata; ``vitrine rerank --prf=3``, the default since 2026-12-05; 0 =
-off, and a ranker saved without the key has none): six more features from pseudo-relevance feedback in the
-product vector space. For each list (words, dense, trigrams) the
-centroid of its top ``prf`` products' vectors; a candidate's cosine to each centroid, raw and relative to the
-query's best candidate. Why: relevant products sit near each other, so a product close to what the word list
-ranks first is likely relevant even when the query tower's own vector misses it (on Home Depot the dense list
-searched with the query plus the word list's centroid holds 0.756 of the relevant products at 100, the query's
-own vector 0.716). As features rather than a fourth candidate list: that list added candidates the ranker did
-not promote (docs/quality.md). Measured: +0.010 Recall@100 on Home Depot, +0.002 nDCG@10 over the trained Myntra
-model, nothing lost on either (two seeds each). The served app reads the vectors from its index
-(``faiss_index.stored_vectors``; an index that cannot return them is refused with the fix).
+Neighbour centroids (``prf`` > 0 in the metadata; ``vitrine rerank --prf=3``, the default since 2026-12-05; 0 = off,
+and a ranker saved without the key has none): six more features from pseudo-relevance feedback in the product vector
+space. For each list (words, dense, trigrams) the centroid of its top ``prf`` products' vectors; a candidate's
+cosine to each centroid, raw and relative to the query's best candidate. Why: relevant products sit near each other,
+so a product close to what the word list ranks first is likely relevant even when the query tower's own vector
+misses it (on Home Depot the dense list searched with the query plus the word list's centroid holds 0.756 of the
+relevant products at 100, the query's own vector 0.716). As features rather than a fourth candidate list: that list
+added candidates the ranker did not promote (docs/quality.md). Measured: +0.010 Recall@100 on Home Depot, +0.002
+nDCG@10 over the trained Myntra model, nothing lost on either (two seeds each). The served app reads the vectors
+from its index (``faiss_index.stored_vectors``; an index that cannot return them is refused with the fix).
 
 Cross-encoder (``cross_top`` > 0 in the metadata, ``vitrine rerank --cross_top=N``): a ``cross_encoder.CrossEncoder``
 saved beside the booster re-scores the ranker's top N, blended with the ranker's score (``Reranker.order``).

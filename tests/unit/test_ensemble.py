@@ -89,6 +89,10 @@ def test_member_outside_the_directory_is_refused(ensemble, tmp_path):
     (copy / META).write_text(json.dumps(meta))
     with pytest.raises(RegistryError, match="outside its directory"):
         load_model_dir(copy)
+    meta["ensemble"] = meta["ensemble"][:1]
+    (copy / META).write_text(json.dumps(meta))
+    with pytest.raises(RegistryError, match="malformed member list"):
+        load_model_dir(copy)
 
 
 def test_members_that_featurise_differently_are_refused(members, tmp_path):
@@ -101,3 +105,5 @@ def test_members_that_featurise_differently_are_refused(members, tmp_path):
         save_ensemble_dir([members[0], other], tmp_path / "e")
     with pytest.raises(RegistryError, match="at least 2 member models"):
         save_ensemble_dir([members[0]], tmp_path / "e1")
+    with pytest.raises(RegistryError, match="is not empty"):
+        save_ensemble_dir(members, other)

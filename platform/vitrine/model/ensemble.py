@@ -69,8 +69,13 @@ class EnsembleModel(nn.Module):
 
 def member_dirs(path: Path, meta: dict[str, Any]) -> list[Path]:
     """The member model directories an ensemble's metadata lists, each checked to lie inside ``path``."""
+    entries = meta.get("ensemble")
+    if not isinstance(entries, list) or len(entries) < 2 or not all(
+            isinstance(e, dict) and isinstance(e.get("dir"), str) and "weights_sha256" in e for e in entries):
+        raise RegistryError(f"ensemble '{path}' has a malformed member list in its metadata; the artifact was "
+                            "modified. Re-create it with `vitrine ensemble`.")
     dirs = []
-    for entry in meta["ensemble"]:
+    for entry in entries:
         d = (path / entry["dir"]).resolve()
         if path.resolve() not in d.parents:
             raise RegistryError(f"ensemble '{path}' lists member '{entry['dir']}' outside its directory; the "
@@ -113,8 +118,8 @@ def save_ensemble_dir(members: list[str | Path], out: str | Path, labels: list[s
         if "ensemble" in meta:
             raise RegistryError(f"ensemble member '{m}' is itself an ensemble; list its members instead")
     out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()):
+        raise RegistryError(f"ensemble output '{out}' exists and is not empty; pass a new directory")
     (out / MEMBERS).mkdir(parents=True)
     shutil.copytree(Path(members[0]) / TOKENIZER, out / TOKENIZER)
     entries = []
