@@ -52,33 +52,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from pipelines.common import absolute, catalog_index
-    from pipelines.evaluate import single_retriever
-    from vitrine import registry
-    from vitrine.catalog.io import read_table
-    from vitrine.catalog.schema import clean_judgments
-    from vitrine.config import EvaluateJob
+    from bench.quality.common import judged_catalog, retriever
     from vitrine.errors import VitrineError
-    from vitrine.evaluate import Relevance, judgments_by_query, score_run
+    from vitrine.evaluate import Relevance, score_run
     from vitrine.rerank import Reranker, candidate_builder, grades, per_query
 
     rel = Relevance()
     try:
-        catalog, _, files = catalog_index(args.catalog)
-        ids, titles = catalog.column("product_id").to_pylist(), catalog.column("title").to_pylist()
-        judged = {part: judgments_by_query(clean_judgments(read_table(path), set(ids), source=path)[0])
-                  for part, path in (("train", args.train), ("val", args.val))}
+        cat = judged_catalog(args.catalog, train=args.train, val=args.val)
         members = []
         for spec in args.member:
             model, workdir, embeddings = spec.split(",")
-            job = EvaluateJob(workdir=workdir, model=model, catalog=args.catalog, judgments=args.val,
-                              embeddings=embeddings)
-            registry.setup(job.tracking, absolute(workdir))
-            dense, label = single_retriever(job, catalog, files, absolute(workdir))
+            dense, label = retriever(cat, model, workdir, embeddings, args.val)
             dense.name = f"{label}@{workdir}"
             members.append(dense)
     except (VitrineError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    ids, titles, judged = cat.ids, cat.titles, cat.judged
     tq, vq = sorted(judged["train"]), sorted(judged["val"])
 
     def measure(run_rows: dict[str, list[int]]) -> dict[str, float]:

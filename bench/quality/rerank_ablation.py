@@ -96,32 +96,23 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear ex
     if bool(args.fold_model) != bool(args.fold_queries):
         raise SystemExit("error: --fold-model and --fold-queries go together (the queries that model trained on)")
 
-    from pipelines.common import absolute, catalog_index
-    from pipelines.evaluate import single_retriever
-    from vitrine import registry
+    from bench.quality.common import judged_catalog, retriever
     from vitrine.catalog.io import read_table
-    from vitrine.catalog.schema import clean_judgments
-    from vitrine.config import EvaluateJob
     from vitrine.errors import VitrineError
-    from vitrine.evaluate import BM25Retriever, Relevance, judgments_by_query
+    from vitrine.evaluate import BM25Retriever, Relevance
     from vitrine.rerank import CandidateBuilder, Reranker, grades
 
     try:
-        catalog, _, files = catalog_index(args.catalog)
-        ids, titles = catalog.column("product_id").to_pylist(), catalog.column("title").to_pylist()
-        judged = {part: judgments_by_query(clean_judgments(read_table(path), set(ids), source=path)[0])
-                  for part, path in (("train", args.train), ("val", args.val))}
+        cat = judged_catalog(args.catalog, train=args.train, val=args.val)
+        ids, titles, judged = cat.ids, cat.titles, cat.judged
         queries = sorted(set(judged["train"]) | set(judged["val"]))
         sides: dict[str, _Keyed] = {}
         specs = [("dense", args.model, args.embeddings, args.workdir), ("zs", "pretrained", "", args.workdir)]
         if args.fold_model:
             specs.append(("fold", args.fold_model, args.fold_embeddings, args.fold_workdir or args.workdir))
         for name, model, emb, workdir in specs:
-            job = EvaluateJob(workdir=workdir, model=model, catalog=args.catalog, judgments=args.val, embeddings=emb)
-            if model.startswith("models:/"):
-                registry.setup(job.tracking, absolute(workdir))
-            retriever, label = single_retriever(job, catalog, files, absolute(workdir))
-            sides[name] = _Keyed(label, queries, *retriever.search(queries, args.depth))
+            found, label = retriever(cat, model, workdir, emb, args.val)
+            sides[name] = _Keyed(label, queries, *found.search(queries, args.depth))
         fold_seen = set(read_table(args.fold_queries).column("query").to_pylist()) if args.fold_queries else set()
     except VitrineError as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -76,30 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from pipelines.common import absolute, catalog_index
-    from pipelines.evaluate import single_retriever
-    from vitrine import registry
-    from vitrine.catalog.io import read_table
-    from vitrine.catalog.schema import clean_judgments
-    from vitrine.config import EvaluateJob
+    from bench.quality.common import judged_catalog, retriever
     from vitrine.errors import VitrineError
-    from vitrine.evaluate import Relevance, judgments_by_query, score_run
+    from vitrine.evaluate import Relevance, score_run
     from vitrine.rerank import candidate_builder, grades, per_query
 
     rel = Relevance()
     try:
-        catalog, _, files = catalog_index(args.catalog)
-        ids, titles = catalog.column("product_id").to_pylist(), catalog.column("title").to_pylist()
-        judged = {part: judgments_by_query(clean_judgments(read_table(path), set(ids), source=path)[0])
-                  for part, path in (("train", args.train), ("val", args.val))}
-        job = EvaluateJob(workdir=args.workdir, model=args.model, catalog=args.catalog, judgments=args.val,
-                          embeddings=args.embeddings)
-        if args.model.startswith("models:/"):
-            registry.setup(job.tracking, absolute(args.workdir))
-        dense, label = single_retriever(job, catalog, files, absolute(args.workdir))
-        builder = candidate_builder(ids, titles, dense, 200, 200, "product", dense.index, args.prf)
+        cat = judged_catalog(args.catalog, train=args.train, val=args.val)
+        dense, label = retriever(cat, args.model, args.workdir, args.embeddings, args.val)
+        builder = candidate_builder(cat.ids, cat.titles, dense, 200, 200, "product", dense.index, args.prf)
     except VitrineError as exc:
         raise SystemExit(f"error: {exc}") from None
+    ids, judged = cat.ids, cat.judged
     tq, vq = sorted(judged["train"]), sorted(judged["val"])
     tx, trows = builder.build(tq, progress="train features")
     vx, vrows = builder.build(vq, progress="val features")
