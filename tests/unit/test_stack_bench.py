@@ -35,3 +35,15 @@ def test_missing_inputs_and_a_used_workdir_are_refused(tmp_path):
     (tmp_path / "w" / "mlflow.db").write_bytes(b"")
     with pytest.raises(SystemExit, match="already holds a registry; use a fresh one"):
         main([*args, "--", "--train.seed=1"])
+
+
+@pytest.mark.parametrize("seeds, extra", [("0", []), ("2", ["--", "--train.seed=3"])])
+def test_seed_count_that_cannot_be_ensembled_is_refused(tmp_path, seeds, extra):
+    config = tmp_path / "r.yaml"
+    config.write_text("tracking:\n  model_name: m\n")
+    for name in ("catalog", "train", "val"):
+        (tmp_path / f"{name}.parquet").write_bytes(b"")
+    args = ["--config", str(config), "--workdir", str(tmp_path / "w"), "--catalog", str(tmp_path / "catalog.parquet"),
+            "--train-judgments", str(tmp_path / "train.parquet"), "--val-judgments", str(tmp_path / "val.parquet")]
+    with pytest.raises(SystemExit, match=f"--seeds {seeds}: use 1, or 2 and more without --train.seed"):
+        main([*args, "--seeds", seeds, *extra])
