@@ -5,7 +5,8 @@
 
 The version is an ordinary model to every other job (`vitrine evaluate`, `index`, `rerank`, `serve`, `promote`):
 one inner product over its vectors is the mean of the members' cosines (``vitrine.model.ensemble``). The MLflow
-run records each member's source, run id and checksum, and the version is tagged with them.
+run records each member's source and run id, the version is tagged with them, and the model's metadata holds each
+member's weights checksum.
 """
 
 from __future__ import annotations

@@ -44,3 +44,22 @@ def retriever(cat: JudgedCatalog, model: str, workdir: str, embeddings: str = ""
     if model.startswith("models:/"):
         registry.setup(job.tracking, absolute(workdir))
     return single_retriever(job, cat.table, cat.files, absolute(workdir))
+
+
+def val_metrics(cat: JudgedCatalog, run_rows: dict[str, list[int]], rel: Any) -> dict[str, float]:  # Relevance
+    """nDCG@10, Recall@10 and Recall@100 of a run given as catalog rows per query, against the ``val`` split."""
+    from vitrine.evaluate import score_run
+
+    m = score_run({q: [cat.ids[r] for r in rows] for q, rows in run_rows.items()}, cat.judged["val"], rel,
+                  ks=(10, 100))
+    return {k: round(m[k], 4) for k in ("ndcg@10", "recall@10", "recall@100")}
+
+
+def write_report(path: str, report: dict[str, Any]) -> None:
+    """Write a bench report as JSON (creating its folder) and print it."""
+    import json
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))

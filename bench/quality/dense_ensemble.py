@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -52,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from bench.quality.common import judged_catalog, retriever
+    from bench.quality.common import judged_catalog, retriever, val_metrics, write_report
     from vitrine.errors import VitrineError
-    from vitrine.evaluate import Relevance, score_run
+    from vitrine.evaluate import Relevance
     from vitrine.rerank import Reranker, candidate_builder, grades, per_query
 
     rel = Relevance()
@@ -72,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     tq, vq = sorted(judged["train"]), sorted(judged["val"])
 
     def measure(run_rows: dict[str, list[int]]) -> dict[str, float]:
-        m = score_run({q: [ids[r] for r in rows] for q, rows in run_rows.items()}, judged["val"], rel, ks=(10, 100))
-        return {k: round(m[k], 4) for k in ("ndcg@10", "recall@10", "recall@100")}
+        return val_metrics(cat, run_rows, rel)
 
     def dense_alone(dense) -> dict[str, float]:  # noqa: ANN001
         _, rows = dense.search(vq, 100)
@@ -101,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             results[-1]["rerank"] = reranked(ens)
         print(json.dumps(results[-1]), flush=True)
     report = {"prf": args.prf, "train_queries": len(tq), "val_queries": len(vq), "results": results}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
+    write_report(args.output, report)
     return 0
 
 

@@ -15,10 +15,8 @@ LambdaMART; LambdaMART's top 10, then the other model's order; the two ranks ave
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 
@@ -76,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from bench.quality.common import judged_catalog, retriever
+    from bench.quality.common import judged_catalog, retriever, val_metrics, write_report
     from vitrine.errors import VitrineError
-    from vitrine.evaluate import Relevance, score_run
+    from vitrine.evaluate import Relevance
     from vitrine.rerank import candidate_builder, grades, per_query
 
     rel = Relevance()
@@ -95,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ty = grades(trows, tq, ids, judged["train"], rel)
 
     def measure(orders: Callable[[], Iterator[np.ndarray]]) -> dict[str, float]:
-        run = {q: [ids[rows[i]] for i in order[:100]] for q, rows, order in zip(vq, vrows, orders(), strict=True)}
-        m = score_run(run, judged["val"], rel, ks=(10, 100))
-        return {k: round(m[k], 4) for k in ("ndcg@10", "recall@10", "recall@100")}
+        run = {q: [rows[i] for i in order[:100]] for q, rows, order in zip(vq, vrows, orders(), strict=True)}
+        return val_metrics(cat, run, rel)
 
     scores = {o: per_query(fit_score(o, tx, ty, [len(r) for r in trows], vx), vrows) for o in OBJECTIVES}
     results = [{"variant": o, **measure(lambda o=o: (np.argsort(-s, kind="stable") for s in scores[o]))}
@@ -112,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"variant": f"ranks of lambdarank and {other} averaged",
                         **measure(lambda o=other: rank_average(lam, scores[o]))})
     report = {"model": label, "prf": args.prf, "train_queries": len(tq), "val_queries": len(vq), "results": results}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
+    write_report(args.output, report)
     return 0
 
 
