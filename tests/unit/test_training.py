@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -144,3 +145,27 @@ def test_fifty_steps_learn_from_chance(shared_data):
     assert start <= 3 / 32  # chance is 1/32
     assert end >= 0.5, f"held-out in-batch accuracy after 50 steps: {end:.2f} (from {start:.2f})"
     assert len(bank) == 256
+
+
+def test_progress_line_by_hand():
+    from vitrine.train.ray_train import progress_line
+
+    line = progress_line(30, 120, {"loss": 2.9404, "inbatch_acc": 0.8125, "samples_per_s": 17.19}, 45.0, 0)
+    # 30 steps in 45 s -> 1.5 s a step, 90 steps left -> 135 s
+    assert line == "step 30/120 (25%) | loss 2.940 | in-batch acc 0.81 | samples/s 17.2 | elapsed 45s, left ~2m15s"
+    resumed = progress_line(60, 100, {}, 20.0, 50)  # resumed at step 50: 10 steps in 20 s, 40 left -> 80 s
+    assert resumed == "step 60/100 (60%) | elapsed 20s, left ~1m20s"
+
+
+def test_ray_trains_per_report_dump_is_quieted():
+    from ray.train.v2._internal.execution import context
+
+    from vitrine.train.ray_train import _quiet_report_dumps
+
+    logger = logging.getLogger(context.__file__)
+    before = logger.level
+    try:
+        _quiet_report_dumps()
+        assert not logger.isEnabledFor(logging.INFO) and logger.isEnabledFor(logging.WARNING)
+    finally:
+        logger.setLevel(before)

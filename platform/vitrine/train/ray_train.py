@@ -55,6 +55,34 @@ def _restore_bank(bank: Any, state: dict[str, Any]) -> None:
     bank.ptr, bank.count = int(state["bank_ptr"]), int(state["bank_count"])
 
 
+def progress_line(step: int, max_steps: int, metrics: dict[str, Any], elapsed_s: float, start_step: int) -> str:
+    """One human-readable training progress line: step, loss, in-batch accuracy, throughput and time left."""
+    done = max(step - start_step, 1)
+    left_s = elapsed_s / done * max(max_steps - step, 0)
+    parts = [f"step {step}/{max_steps} ({100 * step / max(max_steps, 1):.0f}%)"]
+    for key, label, fmt in (("loss", "loss", ".3f"), ("inbatch_acc", "in-batch acc", ".2f"),
+                            ("samples_per_s", "samples/s", ".1f")):
+        if key in metrics:
+            parts.append(f"{label} {metrics[key]:{fmt}}")
+    parts.append(f"elapsed {_duration(elapsed_s)}, left ~{_duration(left_s)}")
+    return " | ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _quiet_report_dumps() -> None:
+    """Ray Train logs every ``report`` as a full metrics dict at INFO, under a logger named by its file path
+    (so ``RunConfig``'s log level does not reach it); rank 0's ``progress_line`` says the same in one line."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray Train layout: keep its default output
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def _wait_reports_collected(timeout_s: float = 120.0) -> None:
     """Fault injection only: wait until Ray Train's controller has collected this worker's last report.
 
@@ -109,6 +137,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(tc.seed)
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
+    _quiet_report_dumps()
     model = MakeModel(job.model)
     model.set_temperature(tc.temperature, tc.learn_temperature)
     optimizer = build_optimizer(model, tc)
@@ -172,6 +201,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics["samples_per_s"] = seen * ctx.get_world_size() / (time.perf_counter() - t0)
             metrics.update(epoch=epoch, step=step, images_undecodable=failed_images, resumed_from_step=resumed_from)
             last = step >= tc.max_steps
+            reporting = step % tc.checkpoint_every == 0 or last or step % tc.log_every == 0
+            if rank == 0 and reporting:
+                log.info("%s", progress_line(step, tc.max_steps, metrics, time.perf_counter() - t0, resumed_from))
             if step % tc.checkpoint_every == 0 or last:
                 with tempfile.TemporaryDirectory() as tmp:
                     if rank == 0:
