@@ -73,6 +73,11 @@ def catalog_index(path: str) -> tuple[pa.Table, ValidationReport, list[str]]:
     clean, report = clean_catalog(table, source=path)
     if report.issues:
         log.warning("catalog %s: %s", path, report.summary())
+    if clean.num_rows == 0:
+        from vitrine.errors import CatalogError
+
+        raise CatalogError(f"catalog {path}: no usable product ({report.summary()}); "
+                           "every row needs a non-empty product_id and title")
     return clean.drop_columns(["image"]), report, files
 
 

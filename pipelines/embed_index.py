@@ -12,6 +12,7 @@ with held-out query vectors: the query tower's encodings of the titles of produc
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -31,9 +32,10 @@ from vitrine.config import IndexConfig, IndexJob, flatten
 from vitrine.errors import ConfigError, VitrineError
 from vitrine.index.embed import ProductEmbedder
 from vitrine.index.faiss_index import IndexSpec, recall_at_k, save_index, timed_build
-from vitrine.model.store import verify_model_dir
+from vitrine.model.store import read_meta, verify_model_dir
 
 log = logging.getLogger(__name__)
+VECTORS_META = "_vitrine_vectors.json"  # beside the vectors; "_" keeps it out of Parquet dataset reads
 
 
 def embedder_kwargs(model_dir: Path, job: IndexJob) -> dict[str, Any]:
@@ -65,7 +67,36 @@ def embed_catalog(files: list[str], model_dir: Path, out_dir: Path, job: IndexJo
     log.info("embedding %d catalog file(s) with %d actor(s) on %s", len(files), job.index.embed_concurrency,
              "GPU (bf16)" if gpus > 0 else "CPU")
     ds.write_parquet(str(out_dir))
+    write_vectors_meta(out_dir, model_dir)
     return pq.read_table(out_dir)
+
+
+def write_vectors_meta(out_dir: Path, model_dir: Path) -> None:
+    """Record which model wrote a folder of product vectors (its weights checksum), so a later
+    ``vitrine evaluate --embeddings`` can refuse vectors of another model."""
+    meta = {"model_weights_sha256": read_meta(model_dir)["weights_sha256"], "written": time.time()}
+    (Path(out_dir) / VECTORS_META).write_text(json.dumps(meta, indent=1))
+
+
+def check_vectors_model(path: str, model_dir: Path, model: str) -> None:
+    """Refuse product vectors (a Parquet file or folder) that another model wrote; vectors written before the
+    record existed are taken as they are."""
+    where = Path(path) if Path(path).is_dir() else Path(path).parent
+    record = where / VECTORS_META
+    if not record.is_file():
+        log.info("%s has no record of the model that wrote it (%s); its vectors are taken as %s's", path,
+                 VECTORS_META, model)
+        return
+    try:
+        got = json.loads(record.read_text(encoding="utf-8"))["model_weights_sha256"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--embeddings {path}: its {VECTORS_META} is damaged ({exc!r}); drop --embeddings to "
+                          "re-embed the catalog") from None
+    want = read_meta(model_dir)["weights_sha256"]
+    if got != want:
+        raise ConfigError(f"--embeddings {path}: these vectors were written by another model (weights "
+                          f"{str(got)[:12]}...), not {model} ({str(want)[:12]}...); drop --embeddings to re-embed "
+                          "the catalog with this model")
 
 
 def embed_in_process(files: list[str], model_dir: Path, out_dir: Path, job: IndexJob) -> pa.Table:
@@ -86,6 +117,7 @@ def embed_in_process(files: list[str], model_dir: Path, out_dir: Path, job: Inde
             parts.append(pa.table(cols | {k: pa.array(v) for k, v in out.items()}))
     table = pa.concat_tables(parts)
     pq.write_table(table, out_dir / "part-0.parquet")
+    write_vectors_meta(out_dir, model_dir)
     return table
 
 

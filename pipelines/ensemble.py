@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def run(job: EnsembleJob) -> dict[str, Any]:
     """Resolve the members, write the ensemble directory, log it to MLflow and register it."""
-    from vitrine.model.ensemble import save_ensemble_dir
+    from vitrine.model.ensemble import check_members, save_ensemble_dir
 
     members = [m.strip() for item in job.members for m in item.split(",") if m.strip()]  # a,b or [a, b]
     if len(members) < 2:
@@ -38,6 +38,7 @@ def run(job: EnsembleJob) -> dict[str, Any]:
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     resolved = [registry.resolve_model(m, workdir / "cache") for m in members]
+    check_members([r.local_dir for r in resolved])  # before a run is opened: a bad member leaves no failed run
     run_id = registry.start_run(exp_id, f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}", tags={"vitrine.job": "ensemble"})
     try:
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:

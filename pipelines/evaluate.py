@@ -32,6 +32,7 @@ from vitrine import registry
 from vitrine.catalog.io import read_table
 from vitrine.catalog.schema import clean_judgments
 from vitrine.config import EvaluateJob, IndexJob, flatten
+from vitrine.errors import ConfigError, VitrineError
 from vitrine.evaluate import (
     BM25Retriever,
     DenseRetriever,
@@ -53,7 +54,6 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
     """The retriever named by ``job.model`` and a label for reports (``hybrid:<model>`` fuses BM25 with it;
     ``--rerank <folder>`` orders BM25 + model candidates with that trained ranker)."""
     if job.rerank:
-        from vitrine.errors import ConfigError
         from vitrine.rerank import Reranker, RerankRetriever, candidate_builder
 
         reranker = Reranker.load(job.rerank)  # a bad folder fails here, before any embedding
@@ -68,8 +68,6 @@ def build_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], workd
         return RerankRetriever(builder, reranker), f"rerank-{reranker.meta['lexical']}+{label}"
     if not job.model.startswith("hybrid:"):
         return single_retriever(job, catalog, files, workdir)
-    from vitrine.errors import ConfigError
-
     inner = job.model.removeprefix("hybrid:")
     if inner in ("", *LEXICAL_MODELS) or inner.startswith("hybrid:"):
         raise ConfigError(f"--model {job.model!r}: hybrid fuses BM25 with a dense model; write "
@@ -87,8 +85,6 @@ def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], work
     ids = catalog.column("product_id").to_pylist()
     titles = catalog.column("title").to_pylist()
     if job.embeddings and job.model in (*LEXICAL_MODELS, "pretrained"):
-        from vitrine.errors import ConfigError
-
         raise ConfigError(f"--embeddings applies to a trained model's vectors, not to --model {job.model}; "
                           "drop --embeddings")
     if job.model == "bm25":
@@ -100,12 +96,17 @@ def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], work
     if job.model == "pretrained":
         enc = ZeroShotTextEncoder()
         return DenseRetriever("pretrained", enc(titles, progress="embedding titles"), enc), "pretrained-minilm"
-    from pipelines.embed_index import check_exactly_once, embed_catalog
+    from pipelines.embed_index import check_exactly_once, check_vectors_model, embed_catalog
 
     model = registry.resolve_model(job.model, workdir / "cache")
     verify_model_dir(model.local_dir)
     if job.embeddings:
         emb, source = read_table(job.embeddings), job.embeddings
+        lacking = [c for c in ("product_id", "embedding") if c not in emb.column_names]
+        if lacking:
+            raise ConfigError(f"--embeddings {job.embeddings}: no {' / '.join(lacking)} column, so not product vectors "
+                              "(pass the `embeddings` path an earlier evaluate printed, or drop --embeddings)")
+        check_vectors_model(job.embeddings, model.local_dir, job.model)
         log.info("product vectors read from %s (%d rows), not re-embedded", job.embeddings, emb.num_rows)
     else:
         index_job = IndexJob(workdir=job.workdir, data=job.data, index=job.index, tracking=job.tracking)
@@ -113,15 +114,19 @@ def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], work
         with ray_session():
             emb = embed_catalog(files, model.local_dir, Path(source), index_job)
         log.info("product vectors written to %s (reuse them with --embeddings)", source)
-    emb = check_exactly_once(emb.filter(pa.compute.is_in(emb.column("product_id"), catalog.column("product_id"))),
-                             catalog)
+    try:
+        emb = check_exactly_once(emb.filter(pa.compute.is_in(emb.column("product_id"),
+                                                             catalog.column("product_id"))), catalog)
+    except VitrineError as exc:
+        if not job.embeddings:
+            raise
+        raise ConfigError(f"--embeddings {job.embeddings} does not cover this catalog ({job.catalog}): {exc}. "
+                          "Drop --embeddings to embed this catalog.") from None
     position = {pid: i for i, pid in enumerate(emb.column("product_id").to_pylist())}
     vectors = np.stack(emb.column("embedding").to_numpy(zero_copy_only=False))[[position[p] for p in ids]]
     label = f"{model.name}/v{model.version}" if model.version else str(model.local_dir)
     query_encoder = QueryEncoder(model.local_dir)
     if vectors.shape[1] != query_encoder.model.cfg.embed_dim:
-        from vitrine.errors import ConfigError
-
         raise ConfigError(f"--embeddings {job.embeddings}: vectors of dim {vectors.shape[1]} do not come from "
                           f"{job.model} (dim {query_encoder.model.cfg.embed_dim}); drop --embeddings to re-embed")
     return DenseRetriever(label, vectors, query_encoder, source), label
@@ -155,11 +160,12 @@ def retrieve(retriever: Any, queries: list[str], ids: list[str], k: int, batch: 
 
 def run(job: EvaluateJob) -> dict[str, Any]:
     """Evaluate one model or baseline; returns the metrics dict (also written / logged)."""
-    from vitrine.errors import ConfigError
-
     if not job.model:
         raise ConfigError("pass --model: models:/<name>@<alias>, a model directory, 'bm25', 'bm25-product', "
                           "'pretrained' or hybrid:<one of those dense models>")
+    if job.k < 10:
+        raise ConfigError(f"--k {job.k}: retrieve at least the top 10 (nDCG@10, Recall@10 and MRR@10 read them); "
+                          "the default is 100")
     if job.hybrid_fusion not in HybridRetriever.FUSIONS:
         raise ConfigError(f"--hybrid-fusion {job.hybrid_fusion!r}: use one of {', '.join(HybridRetriever.FUSIONS)}")
     if job.rerank and (job.model in LEXICAL_MODELS or job.model.startswith("hybrid:")):

@@ -113,6 +113,17 @@ def plot_importance(importance: dict[str, float], path: Path, title: str) -> Non
     plt.close(fig)
 
 
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an output that is a file or a folder holding something other than a ranker."""
+    from vitrine.errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out={out}: a file is there; pass a folder for the ranker")
+    if out.is_dir() and any(out.iterdir()) and not (out / "reranker.json").is_file():
+        raise ConfigError(f"--out={out}: the folder holds other files, not a ranker; pass a new or empty folder "
+                          "(a ranker's own folder is replaced)")
+
+
 def run(job: RerankJob) -> dict[str, Any]:
     """Train the ranker, save it, log it; returns its folder and training figures."""
     from vitrine.errors import ConfigError
@@ -125,6 +136,11 @@ def run(job: RerankJob) -> dict[str, Any]:
                           "pass --model=models:/<name>@<alias> or models:/<name>/<version>")
     if job.trees < 1 or job.depth < 10:
         raise ConfigError(f"--trees={job.trees} / --depth={job.depth}: use at least 1 tree and 10 candidates a side")
+    if job.cross_top < 0:
+        raise ConfigError(f"--cross_top={job.cross_top}: use 0 (no cross-encoder) or at least 10, e.g. 30")
+    if job.cross_top and job.cross_weight != -1 and not 0 <= job.cross_weight <= 1:
+        raise ConfigError(f"--cross_weight={job.cross_weight}: a blend weight in [0, 1], or -1 to choose it on the "
+                          "held-out training queries (the default)")
     if job.cross_top and (job.cross_top < 10 or not 0 < job.cross_holdout < 1 or job.cross_weight > 1
                           or job.cross_negatives < 0 or job.cross_steps < 0 or job.cross_pool < 1):
         raise ConfigError(f"--cross_top={job.cross_top} --cross_holdout={job.cross_holdout} --cross_weight="
@@ -132,8 +148,6 @@ def run(job: RerankJob) -> dict[str, Any]:
                           f"--cross_pool={job.cross_pool}: the cross-encoder re-scores at least 10 candidates "
                           "(--cross_top=30), chooses its weight on a held-out share in (0, 1) (0.1), takes a weight "
                           "<= 1 (or -1 to choose it), 0+ negatives from a pool of 1+, 0+ steps (0 = one pass)")
-    if job.cross_top < 0:
-        raise ConfigError(f"--cross_top={job.cross_top}: use 0 (no cross-encoder) or at least 10, e.g. 30")
     if job.cross_top:  # before the ranker's features and fit, which take minutes
         from vitrine.model.encoders import resolve_text_encoder
 
@@ -152,6 +166,8 @@ def run(job: RerankJob) -> dict[str, Any]:
 
     check_word_list(job.lexical, "--lexical")  # before the catalog is read and embedded
     workdir = absolute(job.workdir)
+    if job.out:
+        check_out(Path(job.out))  # before minutes of features and fitting
     exp_id = registry.setup(job.tracking, workdir)
     catalog, _, files = catalog_index(job.catalog)
     ids = catalog.column("product_id").to_pylist()
@@ -193,6 +209,9 @@ def run(job: RerankJob) -> dict[str, Any]:
         reranker.meta.update({k: v for k, v in fitted.items() if k.startswith("cross_")}, fit_s=figures["fit_s"],
                              refit_s=figures["refit_s"])
     out = Path(job.out) if job.out else workdir / "rerankers" / re.sub(r"[^A-Za-z0-9_.-]+", "-", label)
+    check_out(out)
+    if (out / "reranker.json").is_file():
+        log.warning("replacing the ranker in %s", out)
     reranker.save(out)
     run_id = registry.start_run(exp_id, f"rerank-{label.replace('/', '-')}",
                                 tags={"vitrine.job": "rerank", "vitrine.model": label})

@@ -30,7 +30,7 @@ from vitrine.config import (
     flatten,
     load_config,
 )
-from vitrine.errors import VitrineError
+from vitrine.errors import ConfigError, VitrineError
 
 JOBS: dict[str, tuple[type, str, str]] = {
     "pretrain": (PretrainJob, "pipelines.pretrain", "Pre-train the three towers with Ray Train; register the model."),
@@ -105,6 +105,13 @@ def _run_import(args: argparse.Namespace) -> dict[str, Any]:
     from vitrine.catalog.importers import IMPORTERS
     from vitrine.catalog.io import write_table
 
+    if not 0 <= args.val_fraction < 1:  # also refuses nan
+        raise ConfigError(f"--val-fraction {args.val_fraction}: the share of queries held out for validation, in "
+                          "[0, 1), e.g. 0.2 (0 = no split)")
+    if args.eval_sample < 0:
+        raise ConfigError(f"--eval-sample {args.eval_sample}: a number of products, 0 (none) or more, e.g. 8000")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: a file is there; pass a folder for the imported catalog")
     fn = IMPORTERS[args.kind]
     catalog, judgments, report = fn(args.source, args.images) if args.kind == "folder" else fn(args.source)
     out = Path(args.out)

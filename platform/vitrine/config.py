@@ -300,9 +300,32 @@ class DemoJob:
 T = TypeVar("T")
 
 
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """A command-line value: read as YAML for typed settings, kept as typed for text ones (YAML would turn
+    ``--output=0100`` into 64, ``--model=hybrid:`` into a mapping and a date-like path into a date)."""
+
+    raw: str
+    parsed: Any
+
+
+def _plain(value: Any) -> Any:
+    """A free-form value (inside a mapping setting) with every command-line ``Override`` read as YAML."""
+    if isinstance(value, Override):
+        return value.parsed
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check and convert one value against its annotation, raising ConfigError on mismatch."""
     origin = typing.get_origin(tp)
+    if isinstance(value, Override):
+        structured = value.raw.lstrip()[:1] in ("[", "{")  # a list or mapping written out is refused for text
+        keep_text = ((tp is str and not structured) or (origin is tuple and not isinstance(value.parsed, list))
+                     or (tp is int and value.raw.strip().lstrip("+-").isdigit()))  # "0100" is 100, not octal 64
+        value = value.raw if keep_text else value.parsed
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping of {tp.__name__} fields, got {value!r}")
@@ -345,7 +368,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
-        return dict(value)
+        return {k: _plain(v) for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         return value
     return value
@@ -389,9 +412,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override '{item}' must look like --section.key=value")
         key, raw = text.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            parsed = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
-            value = raw
+            parsed = raw
+        value = Override(raw, parsed)
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:

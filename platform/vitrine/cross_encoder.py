@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -131,10 +132,14 @@ class CrossEncoder(nn.Module):
         if not (path / "head.pt").is_file() or not (path / "cross_encoder.json").is_file():
             raise ConfigError(f"{folder}: not a cross-encoder folder (needs head.pt + cross_encoder.json + a Hugging "
                               "Face model); retrain the ranker with `vitrine rerank --cross_top=30`")
-        meta = json.loads((path / "cross_encoder.json").read_text())
-        model = cls(AutoModel.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path)),
-                    int(meta.get("max_length", 48)))
-        model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu", weights_only=True))
+        try:
+            meta = json.loads((path / "cross_encoder.json").read_text(encoding="utf-8"))
+            model = cls(AutoModel.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path)),
+                        int(meta.get("max_length", 48)))
+            model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu", weights_only=True))
+        except (OSError, ValueError, RuntimeError, AttributeError, pickle.UnpicklingError) as exc:  # JSON, HF, head
+            raise ConfigError(f"{folder}: a damaged cross-encoder folder ({type(exc).__name__}: {str(exc)[:200]}); "
+                              "retrain the ranker with `vitrine rerank --cross_top=30`") from None
         if torch.cuda.is_available():
             model.to("cuda")
         return model.eval()

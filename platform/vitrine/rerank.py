@@ -266,8 +266,12 @@ class Reranker:
         if not (path / "reranker.txt").is_file() or not (path / "reranker.json").is_file():
             raise ConfigError(f"--rerank {folder}: not a reranker folder (needs reranker.txt + reranker.json); "
                               "train one with `vitrine rerank`")
-        meta = json.loads((path / "reranker.json").read_text())
-        if not isinstance(meta.get("depth"), int) or "model" not in meta:
+        try:
+            meta = json.loads((path / "reranker.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--rerank {folder}: reranker.json is not valid JSON ({exc}); the folder is corrupt, "
+                              "retrain it with `vitrine rerank`") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("depth"), int) or "model" not in meta:
             raise ConfigError(f"--rerank {folder}: reranker.json lacks its dense model or candidate depth; "
                               "retrain it with `vitrine rerank`")
         version = meta.get("feature_version", 1)
@@ -300,7 +304,15 @@ class Reranker:
                 raise ConfigError(f"--rerank {folder}: reranker.json names a cross-encoder without a blend weight in "
                                   "[0, 1]; retrain it with `vitrine rerank --cross_top=30`")
             cross = CrossEncoder.load(path / "cross_encoder")
-        return cls(lgb.Booster(model_file=str(path / "reranker.txt")), meta, cross)
+        try:
+            booster = lgb.Booster(model_file=str(path / "reranker.txt"))
+        except lgb.basic.LightGBMError as exc:
+            raise ConfigError(f"--rerank {folder}: reranker.txt is not a LightGBM model ({str(exc)[:200]}); the "
+                              "folder is corrupt, retrain it with `vitrine rerank`") from None
+        if booster.num_feature() != len(meta["features"]):
+            raise ConfigError(f"--rerank {folder}: reranker.txt reads {booster.num_feature()} features, "
+                              f"reranker.json names {len(meta['features'])}; retrain it with `vitrine rerank`")
+        return cls(booster, meta, cross)
 
 
 class RerankRetriever:

@@ -10,6 +10,7 @@ import pytest
 from vitrine.config import (
     SAMPLE_CATALOG,
     DemoJob,
+    EvaluateJob,
     IndexJob,
     PretrainJob,
     ServeJob,
@@ -329,3 +330,13 @@ def test_ablations_change_full_not_the_tuned_recipe():
     tuned = variant_job(job, "recipe")
     assert (tuned.loss.memory_bank, tuned.model.modal_init_image_weight) == (0, 0.5)
     assert tuned.tracking.model_name == "vitrine-myntra-recipe" and tuned.train.max_steps == job.max_steps
+
+
+def test_text_settings_keep_the_text_as_typed():
+    job = load_config(EvaluateJob, overrides=["--output=0100", "--model=hybrid:", "--catalog=2024-01-01",
+                                              "--judgments=1e3", "--run_output=yes"])
+    assert (job.output, job.model, job.catalog, job.judgments, job.run_output) == (
+        "0100", "hybrid:", "2024-01-01", "1e3", "yes")
+    assert load_config(EvaluateJob, overrides=["--k=0100"]).k == 100  # typed settings still read YAML
+    with pytest.raises(ConfigError, match="must be a string"):  # a list written out is not text
+        load_config(EvaluateJob, overrides=["--model=[a, b]"])

@@ -107,3 +107,31 @@ def test_members_that_featurise_differently_are_refused(members, tmp_path):
         save_ensemble_dir([members[0]], tmp_path / "e1")
     with pytest.raises(RegistryError, match="is not empty"):
         save_ensemble_dir(members, other)
+
+
+def test_nested_or_repeated_members_are_refused(members, ensemble, tmp_path):
+    with pytest.raises(RegistryError, match="is itself an ensemble"):
+        save_ensemble_dir([ensemble, members[0]], tmp_path / "e")
+    twin = tmp_path / "twin"
+    shutil.copytree(members[0], twin)  # the same weights under another path
+    with pytest.raises(RegistryError, match="are the same model"):
+        save_ensemble_dir([members[0], twin], tmp_path / "e2")
+    assert not (tmp_path / "e").exists() and not (tmp_path / "e2").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("json", "is not valid JSON"), ("weights", "has no model.safetensors"), ("checksum", "lacks weights_sha256"),
+])
+def test_damaged_model_directory_is_one_clear_error(members, tmp_path, damage, message):
+    copy = tmp_path / "m"
+    shutil.copytree(members[0], copy)
+    if damage == "json":
+        (copy / META).write_text("{not json")
+    elif damage == "weights":
+        (copy / WEIGHTS).unlink()
+    else:
+        meta = json.loads((copy / META).read_text())
+        del meta["weights_sha256"]
+        (copy / META).write_text(json.dumps(meta))
+    with pytest.raises(RegistryError, match=message):
+        load_model_dir(copy)

@@ -54,3 +54,16 @@ def test_bad_schedule_settings_are_refused_with_the_fix(kwargs, fragment):
     with pytest.raises(ConfigError, match="use ") as err:
         check_schedule(TrainConfig(**kwargs))
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("checkpoint_every", 0, "train.checkpoint_every=0 must be >= 1"),
+    ("log_every", 0, "train.log_every=0 must be >= 1"),
+    ("max_steps", 0, "train.max_steps=0 must be >= 1"),
+    ("batch_size", 0, "train.batch_size=0 must be >= 1"),
+    ("cpus_per_worker", 0.0, "train.cpus_per_worker=0.0 must be above 0"),
+    ("use_gpu", "maybe", "train.use_gpu='maybe'"),
+])
+def test_bad_training_counts_are_refused_before_ray_starts(field, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        check_schedule(TrainConfig(**{field: value}))

@@ -26,3 +26,20 @@ def test_zero_shot_columns_and_gain_grades_by_hand():
     judged = {"a": {"p0": 3.0, "p1": 1.67, "p2": 1.0}}
     # round(3 * (label - 1)): 6, 2 (a judged label under the relevance threshold still has gain), 0; unjudged 0
     assert judged_grades([[0, 1, 2], [0]], ["a", "b"], ids, judged, Relevance(2.0, 1.0)).tolist() == [6, 2, 0, 0]
+
+
+def test_spelling_query_vector_by_hand():
+    from bench.quality.spell_dense import spelled
+    from vitrine.evaluate import DenseRetriever
+
+    basis = {"ceiling fan": [1.0, 0.0, 0.0], "celing fan": [0.0, 1.0, 0.0], "ceiling light": [0.0, 0.0, 1.0]}
+    products = np.eye(3, dtype=np.float32)
+    typed = DenseRetriever("toy", products, lambda qs: np.array([basis[q] for q in qs], np.float32))
+    fixed, speller = spelled(typed, ["ceiling fan white", "ceiling light", "ceiling fan"])
+    assert speller.correct("celing fan") == "ceiling fan"
+    vectors = fixed.encode_queries(["celing fan", "ceiling light"])
+    # the misspelt query: the mean of its own vector and the corrected one's, unit length; the other as typed
+    assert vectors[0] == pytest.approx([2 ** -0.5, 2 ** -0.5, 0.0])
+    assert vectors[1] == pytest.approx([0.0, 0.0, 1.0])
+    scores, rows = fixed.search(["celing fan"], 3)
+    assert rows[0][:2].tolist() in ([0, 1], [1, 0]) and scores[0][0] == pytest.approx(2 ** -0.5)

@@ -102,21 +102,36 @@ def load_ensemble_dir(path: Path, meta: dict[str, Any], device: str | torch.devi
     return EnsembleModel([load_model_dir(d, device)[0] for d in member_dirs(path, meta)]).to(device).eval()
 
 
-def save_ensemble_dir(members: list[str | Path], out: str | Path, labels: list[str] | None = None) -> Path:
-    """Copy member model directories into one ensemble directory; refuses members that featurise differently."""
-    from vitrine.model.store import FORMAT, META, TOKENIZER, verify_model_dir
+def check_members(members: list[str | Path]) -> list[dict[str, Any]]:
+    """The members' metadata, once each is a verified single model that featurises like the first and no two are
+    the same weights (else ``RegistryError`` naming the member)."""
+    from vitrine.model.store import verify_model_dir
 
     if len(members) < 2:
         raise RegistryError(f"an ensemble needs at least 2 member models, got {len(members)}")
     metas = [verify_model_dir(m) for m in members]
+    for m, meta in zip(members, metas, strict=True):
+        if "ensemble" in meta:
+            raise RegistryError(f"ensemble member '{m}' is itself an ensemble; list its members instead")
     for key in ("preprocess", "text_hf_config"):
         for m, meta in zip(members[1:], metas[1:], strict=True):
             if meta[key] != metas[0][key]:
                 raise RegistryError(f"ensemble member '{m}' has a different {key} from '{members[0]}'; members "
                                     "must share the text encoder and preprocessing (train them from one recipe)")
+    seen: dict[str, str | Path] = {}
     for m, meta in zip(members, metas, strict=True):
-        if "ensemble" in meta:
-            raise RegistryError(f"ensemble member '{m}' is itself an ensemble; list its members instead")
+        if meta["weights_sha256"] in seen:
+            raise RegistryError(f"ensemble members '{seen[meta['weights_sha256']]}' and '{m}' are the same model "
+                                "(identical weights); list distinct models")
+        seen[meta["weights_sha256"]] = m
+    return metas
+
+
+def save_ensemble_dir(members: list[str | Path], out: str | Path, labels: list[str] | None = None) -> Path:
+    """Copy member model directories into one ensemble directory; refuses members that featurise differently."""
+    from vitrine.model.store import FORMAT, META, TOKENIZER
+
+    metas = check_members(members)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise RegistryError(f"ensemble output '{out}' exists and is not empty; pass a new directory")

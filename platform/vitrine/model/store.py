@@ -74,8 +74,13 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if not meta_path.is_file():
         raise RegistryError(f"'{path}' is not a Vitrine model directory (no {META}); "
                             "pass a directory written by `vitrine pretrain` or a models:/<name>@<alias> URI")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"'{meta_path}' is not valid JSON ({exc}); the artifact is corrupt. Re-download it or "
+                            "re-run the job that wrote it.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        meta = meta if isinstance(meta, dict) else {}
         raise RegistryError(f"model directory '{path}' has format {meta.get('format')!r}; this Vitrine reads format "
                             f"{FORMAT}. Re-export it with this version (`vitrine pretrain`) or upgrade Vitrine.")
     return meta
@@ -94,6 +99,14 @@ def verify_model_dir(path: str | Path) -> dict[str, Any]:
 
         verify_ensemble_dir(path, meta)
         return meta
+    missing = [k for k in ("weights_sha256", "model", "preprocess", "text_hf_config", "image_hf_config")
+               if k not in meta]
+    if missing:
+        raise RegistryError(f"'{path / META}' lacks {', '.join(missing)}; the artifact is incomplete. Re-download "
+                            "it or re-run `vitrine pretrain`.")
+    if not (path / WEIGHTS).is_file():
+        raise RegistryError(f"model directory '{path}' has no {WEIGHTS}; the artifact is incomplete. Re-download "
+                            "it or re-run `vitrine pretrain`.")
     if file_sha256(path / WEIGHTS) != meta["weights_sha256"]:
         raise RegistryError(f"weights in '{path}' do not match the checksum in {META}; the artifact is "
                             "corrupt or was modified. Re-download it or re-run `vitrine pretrain`.")

@@ -35,7 +35,17 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 def check_schedule(cfg: TrainConfig) -> None:
-    """Refuse an unknown ``train.lr_schedule`` or a warm-up that is negative or not shorter than the run."""
+    """Refuse step counts below 1, an unknown ``train.use_gpu`` or ``train.lr_schedule``, or a warm-up that is
+    negative or not shorter than the run (all before Ray starts: workers would fail minutes later)."""
+    for key, low in (("max_steps", 1), ("batch_size", 1), ("checkpoint_every", 1), ("log_every", 1),
+                     ("num_workers", 1), ("shuffle_buffer", 0), ("torch_threads", 0)):
+        if getattr(cfg, key) < low:
+            raise ConfigError(f"train.{key}={getattr(cfg, key)} must be >= {low}; e.g. --train.{key}="
+                              f"{getattr(TrainConfig, key)} (the default)")
+    if not cfg.cpus_per_worker > 0:
+        raise ConfigError(f"train.cpus_per_worker={cfg.cpus_per_worker} must be above 0; e.g. 0.5 (the default)")
+    if cfg.use_gpu.lower() not in ("auto", "true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"train.use_gpu={cfg.use_gpu!r}: use auto (a GPU when the cluster has one), true or false")
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"train.lr_schedule={cfg.lr_schedule!r} is not a schedule; use one of {list(LR_SCHEDULES)}")
     if not 0 <= cfg.warmup_steps < max(cfg.max_steps, 1):
