@@ -163,6 +163,9 @@ def run(job: EvaluateJob) -> dict[str, Any]:
     if not job.model:
         raise ConfigError("pass --model: models:/<name>@<alias>, a model directory, 'bm25', 'bm25-product', "
                           "'pretrained' or hybrid:<one of those dense models>")
+    if job.model.startswith("hybrid:") and not 0.0 <= job.hybrid_weight <= 1.0:  # before the catalog is embedded
+        raise ConfigError(f"--hybrid-weight {job.hybrid_weight}: the dense share of the fusion, in [0, 1] "
+                          "(0.5 = plain reciprocal-rank fusion)")
     if job.k < 10:
         raise ConfigError(f"--k {job.k}: retrieve at least the top 10 (nDCG@10, Recall@10 and MRR@10 read them); "
                           "the default is 100")

@@ -79,7 +79,9 @@ def import_folder(manifest: str | Path, image_dir: str | Path | None = None,
     """
     manifest = Path(manifest)
     if not manifest.is_file():
-        raise CatalogError(f"manifest '{manifest}' does not exist")
+        what = "is a folder" if manifest.is_dir() else "does not exist"
+        raise CatalogError(f"manifest '{manifest}' {what}; pass a CSV or JSONL file listing product_id, title and "
+                           "image path per row")
     base = Path(image_dir) if image_dir else manifest.parent
     rows = _read_manifest(manifest)
     if not rows:
