@@ -114,6 +114,9 @@ def _run_import(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--out {args.out}: a file is there; pass a folder for the imported catalog")
     fn = IMPORTERS[args.kind]
     catalog, judgments, report = fn(args.source, args.images) if args.kind == "folder" else fn(args.source)
+    if catalog.num_rows == 0:
+        raise ConfigError(f"{args.kind} import of {args.source}: no usable product ({report.summary()}); is this a "
+                          f"{args.kind} folder? Nothing was written")
     out = Path(args.out)
     write_table(catalog, out / "catalog.parquet")
     if judgments is not None:

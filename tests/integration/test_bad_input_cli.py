@@ -94,3 +94,12 @@ def test_import_refuses_bad_split_settings_before_writing(tmp_path, capsys, flag
     assert main(["import", "homedepot", str(source), "--out", str(out), *flags]) == 2
     assert message in error_line(capsys, "import")
     assert not out.exists()
+
+
+def test_import_without_a_usable_product_writes_nothing(tmp_path, capsys):
+    source, out = tmp_path / "myntra", tmp_path / "out"
+    source.mkdir()
+    pq.write_table(pa.table({"product_id": ["1", "2"], "title": ["", "  "]}), source / "products-0.parquet")
+    assert main(["import", "myntra", str(source), "--out", str(out)]) == 2
+    assert "no usable product (2 rows in, 0 kept" in error_line(capsys, "import")
+    assert not out.exists()
