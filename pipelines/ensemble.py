@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def run(job: EnsembleJob) -> dict[str, Any]:
     """Resolve the members, write the ensemble directory, log it to MLflow and register it."""
-    from vitrine.model.ensemble import check_members, save_ensemble_dir
+    from vitrine.model.ensemble import save_ensemble_dir
 
     members = [m.strip() for item in job.members for m in item.split(",") if m.strip()]  # a,b or [a, b]
     if len(members) < 2:
@@ -38,18 +38,19 @@ def run(job: EnsembleJob) -> dict[str, Any]:
     workdir = absolute(job.workdir)
     exp_id = registry.setup(job.tracking, workdir)
     resolved = [registry.resolve_model(m, workdir / "cache") for m in members]
-    check_members([r.local_dir for r in resolved])  # before a run is opened: a bad member leaves no failed run
-    run_id = registry.start_run(exp_id, f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}", tags={"vitrine.job": "ensemble"})
-    try:
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            out = save_ensemble_dir([r.local_dir for r in resolved], Path(tmp) / "model", labels=members)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        # written first: a bad member is refused before a run is opened, so it leaves no failed run behind
+        out = save_ensemble_dir([r.local_dir for r in resolved], Path(tmp) / "model", labels=members)
+        run_id = registry.start_run(exp_id, f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}",
+                                    tags={"vitrine.job": "ensemble"})
+        try:
             registry.log_params(run_id, {"ensemble.members": ",".join(members)[:500], "ensemble.size": len(members)})
             registry.log_params(run_id, {f"ensemble.member_{i}_run": r.run_id or str(r.local_dir)
                                          for i, r in enumerate(resolved)})
             registry.log_artifacts(run_id, out, "model")
-    except BaseException:
-        registry.end_run(run_id, "FAILED")
-        raise
+        except BaseException:
+            registry.end_run(run_id, "FAILED")
+            raise
     registry.end_run(run_id)
     tags = {"ensemble_members": ",".join(members)[:5000],
             "ensemble_member_runs": ",".join(r.run_id for r in resolved)}

@@ -41,3 +41,20 @@ def sample_jpegs(sample_catalog: Path) -> dict[str, bytes]:
     out = {r["product_id"]: r["image"] for r in rows}
     assert all(b.startswith(b"\xff\xd8\xff") for b in out.values())
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> list[Path]:
+    """Two real model directories from seeds 0 and 1 (shipped MiniLM, text only, 32-d vectors)."""
+    import torch
+
+    from vitrine.config import DataConfig, ModelConfig
+    from vitrine.model.make import MakeModel
+    from vitrine.model.store import save_model_dir
+
+    out = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        out.append(save_model_dir(MakeModel(ModelConfig(embed_dim=32, use_images=False)), DataConfig(),
+                                  tmp_path_factory.mktemp(f"tiny{seed}") / "model"))
+    return out

@@ -9,26 +9,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from pipelines.embed_index import write_vectors_meta
 from vitrine.cli import main
-from vitrine.config import DataConfig, ModelConfig
-from vitrine.model.make import MakeModel
-from vitrine.model.store import save_model_dir
 
 SAMPLE = Path(__file__).resolve().parents[2] / "platform" / "vitrine" / "sample"
 CATALOG, JUDGED = SAMPLE / "homedepot_products.parquet", SAMPLE / "homedepot_judgments.parquet"
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> list[Path]:
-    out = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        out.append(save_model_dir(MakeModel(ModelConfig(embed_dim=32, use_images=False)), DataConfig(),
-                                  tmp_path_factory.mktemp(f"m{seed}") / "model"))
-    return out
+def models(tiny_models) -> list[Path]:
+    """Two real model directories from different seeds (conftest)."""
+    return tiny_models
 
 
 def error_line(capsys, command: str) -> str:

@@ -9,25 +9,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from vitrine import registry
 from vitrine.cli import main
-from vitrine.config import DataConfig, ModelConfig, TrackingConfig
-from vitrine.model.make import MakeModel
-from vitrine.model.store import save_model_dir
+from vitrine.config import TrackingConfig
 
 SAMPLE = Path(__file__).resolve().parents[2] / "platform" / "vitrine" / "sample"
 
 
 @pytest.fixture(scope="module")
-def members(tmp_path_factory) -> list[Path]:
-    out = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        out.append(save_model_dir(MakeModel(ModelConfig(embed_dim=32, use_images=False)), DataConfig(),
-                                  tmp_path_factory.mktemp(f"m{seed}") / "model"))
-    return out
+def members(tiny_models) -> list[Path]:
+    """Two real model directories from different seeds (conftest)."""
+    return tiny_models
 
 
 def test_ensemble_registers_and_evaluates_like_a_model(members, tmp_path):

@@ -11,25 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from vitrine.config import DataConfig, ModelConfig
 from vitrine.errors import RegistryError
 from vitrine.index.embed import QueryEncoder
 from vitrine.model.ensemble import save_ensemble_dir
-from vitrine.model.make import MakeModel
-from vitrine.model.store import META, WEIGHTS, load_model_dir, save_model_dir
+from vitrine.model.store import META, WEIGHTS, load_model_dir
 
 QUERIES = ["cordless drill", "blue denim jacket", "white subway tile 3x6"]
 
 
 @pytest.fixture(scope="module")
-def members(tmp_path_factory) -> list[Path]:
-    """Two real model directories from different seeds (shipped MiniLM, text only)."""
-    out = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        cfg = ModelConfig(embed_dim=32, use_images=False)
-        out.append(save_model_dir(MakeModel(cfg), DataConfig(), tmp_path_factory.mktemp(f"m{seed}") / "model"))
-    return out
+def members(tiny_models) -> list[Path]:
+    """Two real model directories from different seeds (conftest)."""
+    return tiny_models
 
 
 @pytest.fixture(scope="module")
