@@ -18,6 +18,20 @@ class JudgedCatalog:
     judged: dict[str, dict[str, dict[str, float]]]  # split -> query -> product_id -> label
 
 
+def ranker_bench_parser(doc: str, prf: int) -> Any:
+    """An ``argparse`` parser with the flags every single-model re-ranker bench takes (the catalog, its train and
+    validation judgments, the dense model, its workdir and vectors, the output report, the centroid count)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    for flag in ("--catalog", "--train", "--val", "--model", "--output"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--workdir", default="runs")
+    p.add_argument("--embeddings", default="")
+    p.add_argument("--prf", type=int, default=prf)
+    return p
+
+
 def judged_catalog(path: str, **splits: str) -> JudgedCatalog:
     """Read ``path`` and each split's judgments (e.g. ``train=..., val=...``), cleaned against the catalog."""
     from pipelines.common import catalog_index

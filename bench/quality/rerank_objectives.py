@@ -14,7 +14,6 @@ LambdaMART; LambdaMART's top 10, then the other model's order; the two ranks ave
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable, Iterator
 
@@ -65,12 +64,9 @@ def rank_average(first: list[np.ndarray], then: list[np.ndarray]) -> Iterator[np
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m bench.quality.rerank_objectives``."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for flag in ("--model", "--catalog", "--train", "--val", "--output"):
-        p.add_argument(flag, required=True)
-    p.add_argument("--embeddings", default="")
-    p.add_argument("--workdir", default="runs")
-    p.add_argument("--prf", type=int, default=0)
+    from bench.quality.common import ranker_bench_parser
+
+    p = ranker_bench_parser(__doc__, prf=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

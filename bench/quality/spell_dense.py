@@ -15,7 +15,6 @@ settings), each ranker fitted on the train queries encoded the same way, against
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 
@@ -46,12 +45,9 @@ def spelled(dense, titles: list[str]) -> tuple[object, object]:  # noqa: ANN001 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m bench.quality.spell_dense``."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for flag in ("--catalog", "--train", "--val", "--model", "--output"):
-        p.add_argument(flag, required=True)
-    p.add_argument("--workdir", default="runs")
-    p.add_argument("--embeddings", default="")
-    p.add_argument("--prf", type=int, default=3)
+    from bench.quality.common import ranker_bench_parser
+
+    p = ranker_bench_parser(__doc__, prf=3)
     p.add_argument("--seeds", default="0", help="ranker seeds, comma-separated")
     p.add_argument("--dense-only", action="store_true", help="measure the retrievers alone, fit no ranker")
     args = p.parse_args(argv)
