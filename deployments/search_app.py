@@ -56,6 +56,9 @@ class SearchAppArgs(BaseModel):
         "split", description="split: tower, index and ingress deployments; colocated: all in the ingress replica")
     rerank: bool = Field(True, description="order answers with the ranker attached to a served version "
                                            "(`vitrine rerank --attach=true`); False = dense order always")
+    query_precision: Literal["fp32", "int8"] = Field(
+        "fp32", description="int8: the query tower dynamically quantized on CPU replicas (faster, a little less "
+                            "accurate: docs/serving.md); fp32: as trained")
 
 
 def _tracking(tracking_uri: str) -> None:
@@ -70,7 +73,7 @@ def _tracking(tracking_uri: str) -> None:
 class QueryTower:
     """The query encoder of each served version behind dynamic batching (``@serve.batch``)."""
 
-    def __init__(self, name: str, version: str, workdir: str, tracking_uri: str) -> None:
+    def __init__(self, name: str, version: str, workdir: str, tracking_uri: str, precision: str = "fp32") -> None:
         import torch
 
         from vitrine.index.embed import QueryEncoder
@@ -79,8 +82,9 @@ class QueryTower:
         torch.set_num_threads(1)
         _tracking(tracking_uri)
         cache = Path(workdir) / "cache"
-        self.encoders = VersionCache(lambda v: QueryEncoder(resolve_version(name, v, cache).local_dir))
-        self.encoders.get(version)
+        self.encoders = VersionCache(lambda v: QueryEncoder(resolve_version(name, v, cache).local_dir,
+                                                            precision=precision))
+        self.precision = self.encoders.get(version).precision
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live knobs: ``max_batch_size`` and ``batch_wait_timeout_s``."""
@@ -88,6 +92,10 @@ class QueryTower:
             self.encode_batch.set_max_batch_size(int(user_config["max_batch_size"]))
         if "batch_wait_timeout_s" in user_config:
             self.encode_batch.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+    async def describe(self) -> dict[str, str]:
+        """How this replica runs the tower: ``precision`` is fp32, int8 (quantized CPU) or bf16 (GPU)."""
+        return {"precision": self.precision}
 
     async def warm(self, version: str) -> str:
         """Load a version's query tower (before the ingress switches to it) without blocking requests."""
@@ -227,7 +235,8 @@ class SearchIngress:
         self.local: tuple[Any, ...] = ()  # layout=colocated: the tower and the index objects in this replica
         if colocated is not None:
             workdir = colocated["workdir"]
-            self.local = (await asyncio.to_thread(QueryTower.func_or_class, name, version, workdir, tracking_uri),
+            self.local = (await asyncio.to_thread(QueryTower.func_or_class, name, version, workdir, tracking_uri,
+                                                  colocated.get("query_precision", "fp32")),
                           await asyncio.to_thread(IndexSearcher.func_or_class, name, version, workdir,
                                                   tracking_uri, colocated["device"], colocated["rerank"]))
             self.tower, self.searcher = (_InProcess(obj) for obj in self.local)
@@ -288,10 +297,12 @@ class SearchIngress:
         """Model name, version, alias and index metadata of the version served now (live knobs as applied)."""
         version = self.version
         info = await _retrying(lambda: self.searcher.info.remote(version))
+        tower = await _retrying(lambda: self.tower.describe.remote())
         if version in self.infos:
             self.infos[version] = info
         return {"name": self.name, "version": version, "alias": self.alias, "index": info["index"],
-                "filterable": info["filterable"], "reranker": info.get("reranker"), "last_refusal": self.last_refusal}
+                "filterable": info["filterable"], "reranker": info.get("reranker"),
+                "query_precision": tower["precision"], "last_refusal": self.last_refusal}
 
     @api.post("/search", response_model=SearchResponse, responses={422: {"model": ErrorResponse}})
     async def search(self, req: SearchRequest) -> SearchResponse:
@@ -358,10 +369,10 @@ def build_app(args: dict[str, Any] | SearchAppArgs) -> Any:
             **replicas, user_config=knobs,
             ray_actor_options={"num_cpus": 1, "memory": int(3.5 * GiB)}).bind(  # tower + index + ingress
             None, None, name, version, alias, tracking, a.default_k, a.poll_interval_s,
-            {"workdir": workdir, "device": a.index_device, "rerank": a.rerank})
+            {"workdir": workdir, "device": a.index_device, "rerank": a.rerank, "query_precision": a.query_precision})
     tower = QueryTower.options(**replicas, user_config={
         "max_batch_size": a.max_batch_size, "batch_wait_timeout_s": a.batch_wait_timeout_s}).bind(
-        name, version, workdir, tracking)
+        name, version, workdir, tracking, a.query_precision)
     searcher = IndexSearcher.options(**replicas, user_config={"search_params": a.search_params}).bind(
         name, version, workdir, tracking, a.index_device, a.rerank)
     return SearchIngress.options(**replicas).bind(tower, searcher, name, version, alias, tracking, a.default_k,

@@ -8,6 +8,7 @@
         [--hybrid-fusion convex --hybrid-weight 0.8]              # ... or a blend of per-query scaled scores
     vitrine evaluate --model models:/vitrine@champion --rerank <folder> ...  # candidates of both, `vitrine rerank`'s
                                                                           # trained ranker orders them
+        [--query-precision int8]   # a trained model's query tower quantized as a CPU replica would serve it
 
 A trained model embeds whatever catalog it is handed with its product tower (Ray Data), then searches
 exactly (Flat); metrics, a Recall@K plot and the metrics JSON are logged to MLflow.
@@ -43,6 +44,7 @@ from vitrine.evaluate import (
     score_run,
 )
 from vitrine.index.embed import QueryEncoder, ZeroShotTextEncoder
+from vitrine.model.quantize import check_precision
 from vitrine.model.store import verify_model_dir
 
 log = logging.getLogger(__name__)
@@ -125,7 +127,7 @@ def single_retriever(job: EvaluateJob, catalog: pa.Table, files: list[str], work
     position = {pid: i for i, pid in enumerate(emb.column("product_id").to_pylist())}
     vectors = np.stack(emb.column("embedding").to_numpy(zero_copy_only=False))[[position[p] for p in ids]]
     label = f"{model.name}/v{model.version}" if model.version else str(model.local_dir)
-    query_encoder = QueryEncoder(model.local_dir)
+    query_encoder = QueryEncoder(model.local_dir, precision=job.query_precision)
     if vectors.shape[1] != query_encoder.model.cfg.embed_dim:
         raise ConfigError(f"--embeddings {job.embeddings}: vectors of dim {vectors.shape[1]} do not come from "
                           f"{job.model} (dim {query_encoder.model.cfg.embed_dim}); drop --embeddings to re-embed")
@@ -169,6 +171,10 @@ def run(job: EvaluateJob) -> dict[str, Any]:
     if job.k < 10:
         raise ConfigError(f"--k {job.k}: retrieve at least the top 10 (nDCG@10, Recall@10 and MRR@10 read them); "
                           "the default is 100")
+    check_precision(job.query_precision, "--query-precision")
+    if job.query_precision != "fp32" and job.model.removeprefix("hybrid:") in (*LEXICAL_MODELS, "pretrained"):
+        raise ConfigError(f"--query-precision {job.query_precision} applies to a trained model's query tower, not to "
+                          f"--model {job.model}; drop it or pass a trained model")
     if job.hybrid_fusion not in HybridRetriever.FUSIONS:
         raise ConfigError(f"--hybrid-fusion {job.hybrid_fusion!r}: use one of {', '.join(HybridRetriever.FUSIONS)}")
     if job.rerank and (job.model in LEXICAL_MODELS or job.model.startswith("hybrid:")):
@@ -191,6 +197,8 @@ def run(job: EvaluateJob) -> dict[str, Any]:
     result = {"model": label, "catalog": job.catalog, "judgments": job.judgments, "k": job.k,
               "relevant_min": job.relevant_min, "gain_offset": job.gain_offset, "metrics": metrics,
               "recall_curve": curve}
+    if job.query_precision != "fp32":
+        result["query_precision"] = job.query_precision
     if vectors_source(retriever):
         result["embeddings"] = vectors_source(retriever)  # the trained model's product vectors: --embeddings
     run_id = registry.start_run(exp_id, f"evaluate-{label.replace('/', '-')}",
@@ -206,7 +214,8 @@ def run(job: EvaluateJob) -> dict[str, Any]:
         pq.write_table(ranked, job.run_output)
     registry.end_run(run_id)
     print(f"{label}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "@" in k)
-          + f"  ({int(metrics['queries'])} queries, {catalog.num_rows} products)", flush=True)
+          + f"  ({int(metrics['queries'])} queries, {catalog.num_rows} products"
+          + (f", {job.query_precision} query tower)" if job.query_precision != "fp32" else ")"), flush=True)
     return {**result, "run_id": run_id}
 
 

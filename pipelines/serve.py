@@ -15,12 +15,14 @@ from pipelines.common import absolute, ensure_ray
 from vitrine import registry
 from vitrine.config import SERVE_LAYOUTS, DataConfig, ModelConfig, ServeConfig, ServeJob, TrackingConfig
 from vitrine.errors import ConfigError
+from vitrine.model.quantize import check_precision
 
 log = logging.getLogger(__name__)
 
 
 def check_layout(serve_cfg: ServeConfig) -> None:
-    """Refuse an unknown ``serve.layout`` before anything starts."""
+    """Refuse an unknown ``serve.layout`` or ``serve.query_precision`` before anything starts."""
+    check_precision(serve_cfg.query_precision, "serve.query_precision")
     if serve_cfg.layout not in SERVE_LAYOUTS:
         raise ConfigError(f"serve.layout={serve_cfg.layout!r} is not a layout; use one of {list(SERVE_LAYOUTS)} "
                           "(split: tower, index and ingress deployments; colocated: all in the ingress replica)")
@@ -39,7 +41,7 @@ def start(model_uri: str, workdir: str, serve_cfg: ServeConfig, tracking: Tracki
                          batch_wait_timeout_s=serve_cfg.batch_wait_timeout_s,
                          num_replicas=serve_cfg.num_replicas, default_k=serve_cfg.default_k,
                          poll_interval_s=serve_cfg.poll_interval_s, search_params=dict(serve_cfg.search_params),
-                         layout=serve_cfg.layout)
+                         layout=serve_cfg.layout, query_precision=serve_cfg.query_precision)
     serve.start(http_options={"host": serve_cfg.host, "port": serve_cfg.port})
     serve.run(build_app(args), name="vitrine", route_prefix="/")
     url = f"http://{serve_cfg.host}:{serve_cfg.port}"

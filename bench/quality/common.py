@@ -46,15 +46,17 @@ def judged_catalog(path: str, **splits: str) -> JudgedCatalog:
     return JudgedCatalog(path, table, files, ids, titles, judged)
 
 
-def retriever(cat: JudgedCatalog, model: str, workdir: str, embeddings: str = "", judgments: str = ""
-              ) -> tuple[Any, str]:
-    """``pipelines.evaluate.single_retriever`` for ``model`` (its registry in ``workdir`` when it is a URI)."""
+def retriever(cat: JudgedCatalog, model: str, workdir: str, embeddings: str = "", judgments: str = "",
+              precision: str = "fp32") -> tuple[Any, str]:
+    """``pipelines.evaluate.single_retriever`` for ``model`` (its registry in ``workdir`` when it is a URI), its
+    query tower at ``precision``."""
     from pipelines.common import absolute
     from pipelines.evaluate import single_retriever
     from vitrine import registry
     from vitrine.config import EvaluateJob
 
-    job = EvaluateJob(workdir=workdir, model=model, catalog=cat.path, judgments=judgments, embeddings=embeddings)
+    job = EvaluateJob(workdir=workdir, model=model, catalog=cat.path, judgments=judgments, embeddings=embeddings,
+                       query_precision=precision)
     if model.startswith("models:/"):
         registry.setup(job.tracking, absolute(workdir))
     return single_retriever(job, cat.table, cat.files, absolute(workdir))

@@ -2,6 +2,7 @@
 beside the same encode + search in-process, in one run.
 
     python -m bench.serve.run [--products 2000] [--seconds 20] [--port 8150] [--out bench/results]
+                              [--query-precision int8]   # the tower quantized (vitrine.model.quantize)
 
 Serves the zero-shot model (registered in a throwaway registry under runs/bench/serve) over the bundled
 sample's first ``--products`` products with a Flat index; queries are the real Home Depot queries of the
@@ -10,7 +11,8 @@ bundled sample. Each ``--layouts`` x ``--modes`` pair runs in its own process on
 replica), under ``standard`` Serve or ``throughput_optimized`` (Ray's ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``: gRPC
 between replicas, and direct ingress: the ingress replica also answers HTTP on its own port, measured as
 ``<layout>/throughput_optimized/direct`` beside the path through the Serve proxy). The load generator keeps
-one ``http.client`` connection per client. Prints the figures as JSON and saves them to ``<out>/serve.json``.
+one ``http.client`` connection per client. Prints the figures as JSON and saves them to ``<out>/serve.json``
+(``serve_int8.json`` with ``--query-precision int8``, which serves and times in-process the int8 tower).
 """
 
 from __future__ import annotations
@@ -90,8 +92,8 @@ def load_http(url: str, queries: list[str], clients: int, seconds: float, k: int
             **percentiles(lat)}
 
 
-def in_process(model_dir: Path, index_dir: Path, queries: list[str], seconds: float, k: int = 10
-               ) -> dict[str, Any]:
+def in_process(model_dir: Path, index_dir: Path, queries: list[str], seconds: float, k: int = 10,
+               precision: str = "fp32") -> dict[str, Any]:
     """The same encode + search in this process (1 torch thread, as a tower replica): one query at a time, and
     8 queries as one batch (what 8 concurrent clients cost at best)."""
     import torch
@@ -101,7 +103,7 @@ def in_process(model_dir: Path, index_dir: Path, queries: list[str], seconds: fl
     from vitrine.index.serving import Catalog
 
     torch.set_num_threads(1)
-    encode, catalog = QueryEncoder(model_dir, device="cpu"), Catalog(load_index(index_dir))
+    encode, catalog = QueryEncoder(model_dir, device="cpu", precision=precision), Catalog(load_index(index_dir))
     for q in queries[:20]:
         catalog.search(encode([q])[0], k)
     lat, enc, n, stop = [], [], 0, time.monotonic() + seconds
@@ -146,7 +148,8 @@ def measure_http(args: argparse.Namespace, work: Path, queries: list[str]) -> di
         serve.run(build_app(SearchAppArgs(model_uri="models:/bench-serve@champion", workdir=str(work),
                                           tracking_uri="", poll_interval_s=0,
                                           max_batch_size=args.max_batch_size,
-                                          batch_wait_timeout_s=args.batch_wait_timeout_s, layout=args.layout)),
+                                          batch_wait_timeout_s=args.batch_wait_timeout_s, layout=args.layout,
+                                          query_precision=args.query_precision)),
                   name="vitrine-bench", route_prefix="/")
         urls = {"proxy": f"http://127.0.0.1:{args.port}"}
         direct = direct_ingress_urls("vitrine-bench", "127.0.0.1")
@@ -185,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                         "data plane (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: gRPC between replicas, direct ingress)")
     p.add_argument("--layouts", default="split,colocated",
                    help="app layouts measured: split (three deployments) and/or colocated (one)")
+    p.add_argument("--query-precision", default="fp32", choices=["fp32", "int8"],
+                   help="the query tower as served and as timed in-process: fp32, or int8 (dynamic quantization)")
     p.add_argument("--layout", default="split", help=argparse.SUPPRESS)  # child: the layout it serves
     p.add_argument("--http-only", type=Path, default=None, help=argparse.SUPPRESS)  # child: HTTP figures -> file
     p.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench" / "serve")
@@ -224,16 +229,19 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "bench.serve.run", f"--http-only={handoff}", f"--port={args.port}",
                         f"--seconds={args.seconds}", f"--clients={args.clients}", f"--layout={layout}",
                         f"--max-batch-size={args.max_batch_size}",
-                        f"--batch-wait-timeout-s={args.batch_wait_timeout_s}", f"--workdir={work}"],
+                        f"--batch-wait-timeout-s={args.batch_wait_timeout_s}", f"--workdir={work}",
+                        f"--query-precision={args.query_precision}"],
                        env=env, check=True, cwd=REPO)
         for path, levels in json.loads(handoff.read_text()).items():
             http[f"{layout}/{mode}" + ("" if path == "proxy" else "/direct")] = levels
-    local = in_process(model.local_dir, Path(indexed["index_dir"]), queries, args.seconds)
+    local = in_process(model.local_dir, Path(indexed["index_dir"]), queries, args.seconds,
+                       precision=args.query_precision)
     at8 = {name: next((h for h in levels if h["clients"] == 8), levels[0])["p50_ms"] for name, levels in http.items()}
     ratios = {name: round(p50 / local["p50_ms"], 2) for name, p50 in at8.items()}
     ratios_floor = {name: round(p50 / local["batch_of_8"]["p50_ms"], 2) for name, p50 in at8.items()}
     report = {"products": indexed["products"], "index": "Flat", "queries": len(queries),
               "query_source": "real Home Depot queries (bundled sample)", "model": "zero-shot", "k": 10,
+              "query_precision": args.query_precision,
               "max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s,
               "seconds_per_level": args.seconds, "http": http,
               "in_process": local,
@@ -244,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                        "python": platform.python_version()}}
     report["target_met"] = min(ratios.values()) <= 2
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve.json").write_text(json.dumps(report, indent=1))
+    name = "serve.json" if args.query_precision == "fp32" else f"serve_{args.query_precision}.json"
+    (args.out / name).write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1), flush=True)
     mlflow.set_tracking_uri(None)
     return 0

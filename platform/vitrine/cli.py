@@ -51,7 +51,7 @@ JOBS: dict[str, tuple[type, str, str]] = {
 }
 # `vitrine evaluate --model X --catalog Y` (space-separated) is accepted besides --model=X.
 EVALUATE_FLAGS = ("model", "catalog", "judgments", "k", "output", "run-output", "relevant-min", "gain-offset",
-                  "embeddings", "hybrid-weight", "hybrid-depth", "hybrid-fusion", "rerank")
+                  "embeddings", "hybrid-weight", "hybrid-depth", "hybrid-fusion", "rerank", "query-precision")
 
 log = logging.getLogger("vitrine")
 
@@ -108,6 +108,9 @@ def _run_import(args: argparse.Namespace) -> dict[str, Any]:
     if not 0 <= args.val_fraction < 1:  # also refuses nan
         raise ConfigError(f"--val-fraction {args.val_fraction}: the share of queries held out for validation, in "
                           "[0, 1), e.g. 0.2 (0 = no split)")
+    if args.val_fraction and args.kind == "folder":
+        raise ConfigError("--val-fraction needs a judged or derivable dataset (homedepot, myntra), not a folder of "
+                          "images; drop --val-fraction and evaluate with your own --judgments")
     if args.eval_sample < 0:
         raise ConfigError(f"--eval-sample {args.eval_sample}: a number of products, 0 (none) or more, e.g. 8000")
     if Path(args.out).exists() and not Path(args.out).is_dir():

@@ -144,6 +144,7 @@ class ServeConfig:
     poll_interval_s: float = 5.0  # how often the app checks the registry alias (0 = stay on the deployed version)
     search_params: dict[str, Any] = field(default_factory=dict)  # live index knobs, e.g. {"efSearch": 128}
     layout: str = "split"  # one of SERVE_LAYOUTS
+    query_precision: str = "fp32"  # the query tower on CPU replicas: fp32 or int8 (vitrine.model.quantize)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ class EvaluateJob:
     hybrid_fusion: str = "rrf"  # hybrid:<model>: "rrf" (reciprocal rank) or "convex" (blend of per-query scaled scores)
     hybrid_depth: int = 200  # hybrid:<model>: candidates taken from each side before fusion
     rerank: str = ""  # a `vitrine rerank` folder: BM25 + --model candidates ordered by that trained ranker
+    query_precision: str = "fp32"  # a trained model's query tower: fp32 or int8 (CPU; vitrine.model.quantize)
     data: DataConfig = field(default_factory=DataConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -88,6 +88,24 @@ def test_import_refuses_bad_split_settings_before_writing(tmp_path, capsys, flag
     assert not out.exists()
 
 
+def test_folder_import_refuses_a_split_before_writing(tmp_path, capsys):
+    manifest, out = tmp_path / "products.csv", tmp_path / "out"
+    manifest.write_text("product_id,title\n1,red cotton shirt\n")
+    assert main(["import", "folder", str(manifest), "--out", str(out), "--val-fraction", "0.2"]) == 2
+    assert "--val-fraction needs a judged or derivable dataset (homedepot, myntra)" in error_line(capsys, "import")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--query-precision", "int4"], "--query-precision='int4' is not one of ['fp32', 'int8']"),
+    (["--query-precision=int8", "--model", "bm25"], "--query-precision int8 applies to a trained model's query"),
+])
+def test_evaluate_refuses_a_query_precision_it_cannot_apply(models, tmp_path, capsys, flags, message):
+    assert evaluate(models[0], tmp_path, *flags) == 2
+    assert message in error_line(capsys, "evaluate")
+    assert not (tmp_path / "w").exists()
+
+
 def test_import_without_a_usable_product_writes_nothing(tmp_path, capsys):
     source, out = tmp_path / "myntra", tmp_path / "out"
     source.mkdir()

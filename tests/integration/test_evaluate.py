@@ -73,6 +73,16 @@ def test_evaluate_model_dir_matches_zero_shot_direction(slice_files, tmp_path):
     assert rc == 0
     reused = json.loads(again.read_text())
     assert reused["metrics"] == m and reused["embeddings"] == result["embeddings"]
+    # the same vectors searched with the query tower as an int8 CPU replica serves it: close, not identical
+    int8 = tmp_path / "int8.json"
+    rc = main(["evaluate", "--model", str(model_dir), "--catalog", str(slice_files / "products.parquet"),
+               "--judgments", str(slice_files / "judgments.parquet"), "--k", "10", "--output", str(int8),
+               f"--workdir={tmp_path / 'w'}", "--embeddings", result["embeddings"], "--query-precision", "int8"])
+    assert rc == 0
+    quantized = json.loads(int8.read_text())
+    assert quantized["query_precision"] == "int8" and "query_precision" not in result
+    assert abs(quantized["metrics"]["ndcg@10"] - m["ndcg@10"]) < 0.05
+    assert quantized["metrics"] != m
 
 
 def test_evaluate_without_model_is_a_clear_error(capsys):

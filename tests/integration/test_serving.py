@@ -129,6 +129,7 @@ def test_http_search_finds_products_by_title(app):
     info = requests.get(f"{URL}/model", timeout=30).json()
     assert (info["name"], info["version"], info["alias"]) == (NAME, app["v1"], "champion")
     assert info["index"]["factory"] == "HNSW16" and info["index"]["placement"] in ("cpu", "gpu")
+    assert info["query_precision"] in ("fp32", "bf16")  # bf16 on a GPU replica
     rows = app["table"].slice(0, N).to_pylist()
     for product in rows[::40]:
         resp = requests.post(f"{URL}/search", json={"query": product["title"], "k": 10}, timeout=60)
@@ -246,6 +247,34 @@ def test_colocated_layout_serves_the_same_results(app):
         assert requests.get(f"{URL}/colo/{image}", timeout=30).content[:2] == b"\xff\xd8"
     finally:
         serve.delete("vitrine-colo")
+
+
+def test_int8_query_tower_finds_what_fp32_finds(app):
+    """query_precision=int8: the tower quantized in the replica; /model says so and the answers match fp32's."""
+    from ray import serve
+
+    from deployments.search_app import SearchAppArgs, build_app
+
+    args = SearchAppArgs(model_uri=f"models:/{NAME}@champion", workdir=str(app["work"]),
+                         tracking_uri=mlflow.get_tracking_uri(), poll_interval_s=0, layout="colocated",
+                         query_precision="int8")
+    serve.run(build_app(args), name="vitrine-int8", route_prefix="/int8")
+    try:
+        info = requests.get(f"{URL}/int8/model", timeout=30).json()
+        if info["query_precision"] == "bf16":
+            pytest.skip("the replica runs on a GPU, where the tower runs in bf16 and int8 does not apply")
+        assert info["query_precision"] == "int8" and info["version"] == app["v1"]
+        overlap = []
+        for product in app["table"].slice(0, N).to_pylist()[::40]:
+            body = {"query": product["title"], "k": 10}
+            fp32, int8 = (requests.post(f"{URL}{prefix}/search", json=body, timeout=60) for prefix in ("", "/int8"))
+            assert fp32.status_code == int8.status_code == 200, int8.text
+            a, b = fp32.json()["results"], int8.json()["results"]
+            assert product["product_id"] in [h["product_id"] for h in b], product["title"]
+            overlap.append(len({h["product_id"] for h in a} & {h["product_id"] for h in b}) / 10)
+        assert sum(overlap) / len(overlap) >= 0.7, overlap  # mostly the same top 10, not necessarily identical
+    finally:
+        serve.delete("vitrine-int8")
 
 
 def _from_schema(schema: dict, spec: dict):  # noqa: ANN202 - a hypothesis strategy

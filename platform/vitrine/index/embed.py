@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from vitrine.faults import crash_point
 from vitrine.features import Featurizer, Tokenize, trim_padding
 from vitrine.model.store import TOKENIZER, load_model_dir
 
+log = logging.getLogger(__name__)
 CPU_CHUNK = 16  # rows per CPU forward pass: fastest of 8 / 16 / 32 / 64 on 1 and 2 threads (MiniLM + MobileNetV2)
 
 
@@ -87,11 +89,24 @@ class ProductEmbedder:
 
 
 class QueryEncoder:
-    """The query tower on its own: texts -> (B, D) float32 unit vectors (used by Serve and evaluation)."""
+    """The query tower on its own: texts -> (B, D) float32 unit vectors (used by Serve and evaluation).
 
-    def __init__(self, model_dir: str | Path, device: str | None = None) -> None:
+    ``precision`` ``int8`` quantizes the tower for CPU (``vitrine.model.quantize``); on a GPU the tower runs in
+    bf16 and ``int8`` is ignored with a warning.
+    """
+
+    def __init__(self, model_dir: str | Path, device: str | None = None, precision: str = "fp32") -> None:
+        from vitrine.model.quantize import check_precision, quantize_query_towers
+
+        self.precision = check_precision(precision)  # before the model loads
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model, self.meta = load_model_dir(model_dir, self.device)
+        if self.device.type != "cpu":
+            if precision == "int8":
+                log.warning("query precision int8 is for CPU replicas; this one runs on %s in bf16", self.device)
+            self.precision = "bf16"
+        elif precision == "int8":
+            quantize_query_towers(self.model)
         self.tokenize = Tokenize(Path(model_dir) / TOKENIZER)
         self.max_len = self.meta["preprocess"]["max_query_len"]
 
