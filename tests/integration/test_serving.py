@@ -221,6 +221,20 @@ def test_live_knobs_via_user_config(app):
     # efSearch stays the live knob but does not apply to a Flat index: it is skipped there, not an error.
 
 
+def _beside_the_split_app(app, prefix: str) -> list[tuple[list, list]]:
+    """Every 40th product's title searched on the split app and on the app at ``prefix``: their top-10 lists, each
+    checked to answer 200 and the second to hold the product searched for."""
+    out = []
+    for product in app["table"].slice(0, N).to_pylist()[::40]:
+        body = {"query": product["title"], "k": 10}
+        split, other = (requests.post(f"{URL}{p}/search", json=body, timeout=60) for p in ("", prefix))
+        assert split.status_code == other.status_code == 200, other.text
+        a, b = split.json()["results"], other.json()["results"]
+        assert product["product_id"] in [h["product_id"] for h in b], product["title"]
+        out.append((a, b))
+    return out
+
+
 def test_colocated_layout_serves_the_same_results(app):
     """layout=colocated: one deployment holding tower + index answers as the split app does, live knobs included."""
     from ray import serve
@@ -235,12 +249,7 @@ def test_colocated_layout_serves_the_same_results(app):
         assert set(serve.status().applications["vitrine-colo"].deployments) == {"SearchIngress"}
         info = requests.get(f"{URL}/colo/model", timeout=30).json()
         assert info["version"] == app["v1"] and info["index"]["live_search_params"] == {"efSearch": 16}
-        for product in app["table"].slice(0, N).to_pylist()[::40]:
-            body = {"query": product["title"], "k": 10}
-            split, colo = (requests.post(f"{URL}{prefix}/search", json=body, timeout=60) for prefix in ("", "/colo"))
-            assert split.status_code == colo.status_code == 200, colo.text
-            a, b = split.json()["results"], colo.json()["results"]
-            assert product["product_id"] in [h["product_id"] for h in b], product["title"]
+        for a, b in _beside_the_split_app(app, "/colo"):
             assert [h["product_id"] for h in a[:5]] == [h["product_id"] for h in b[:5]]
             assert max(abs(x["score"] - y["score"]) for x, y in zip(a, b, strict=True)) < 1e-3
         image = next(h["image_url"] for h in b if h["image_url"])
@@ -264,14 +273,8 @@ def test_int8_query_tower_finds_what_fp32_finds(app):
         if info["query_precision"] == "bf16":
             pytest.skip("the replica runs on a GPU, where the tower runs in bf16 and int8 does not apply")
         assert info["query_precision"] == "int8" and info["version"] == app["v1"]
-        overlap = []
-        for product in app["table"].slice(0, N).to_pylist()[::40]:
-            body = {"query": product["title"], "k": 10}
-            fp32, int8 = (requests.post(f"{URL}{prefix}/search", json=body, timeout=60) for prefix in ("", "/int8"))
-            assert fp32.status_code == int8.status_code == 200, int8.text
-            a, b = fp32.json()["results"], int8.json()["results"]
-            assert product["product_id"] in [h["product_id"] for h in b], product["title"]
-            overlap.append(len({h["product_id"] for h in a} & {h["product_id"] for h in b}) / 10)
+        overlap = [len({h["product_id"] for h in a} & {h["product_id"] for h in b}) / 10
+                   for a, b in _beside_the_split_app(app, "/int8")]
         assert sum(overlap) / len(overlap) >= 0.7, overlap  # mostly the same top 10, not necessarily identical
     finally:
         serve.delete("vitrine-int8")

@@ -51,8 +51,12 @@ def quantize_query_towers(model: nn.Module) -> int:
         linear = sum(isinstance(m, nn.Linear) for m in tower.query_encoder.modules())
         with warnings.catch_warnings():  # the eager-mode API warns that it is moving to torchao; it still works
             warnings.simplefilter("ignore")
-            tower.query_encoder = quantize_dynamic(tower.query_encoder,  # a copy
-                                                   {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+            try:
+                tower.query_encoder = quantize_dynamic(tower.query_encoder,  # a copy
+                                                       {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+            except (RuntimeError, NotImplementedError) as exc:
+                raise ConfigError(f"this CPU's quantized engine ({torch.backends.quantized.engine}) cannot build an "
+                                  f"int8 query tower ({exc}); serve with query precision fp32") from None
         done += linear
     log.info("query tower quantized to int8: %d linear layers in %d tower(s)", done, len(towers))
     return done
