@@ -62,6 +62,38 @@ def retriever(cat: JudgedCatalog, model: str, workdir: str, embeddings: str = ""
     return single_retriever(job, cat.table, cat.files, absolute(workdir))
 
 
+def open_judged(args: Any) -> tuple[JudgedCatalog, Any, str]:
+    """The catalog with its train and validation judgments and the dense retriever a ``ranker_bench_parser``'s
+    flags name, or a one-line exit naming what is wrong."""
+    from vitrine.errors import VitrineError
+
+    try:
+        cat = judged_catalog(args.catalog, train=args.train, val=args.val)
+        return (cat, *retriever(cat, args.model, args.workdir, args.embeddings, args.val))
+    except (VitrineError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def fit_default_ranker(cat: JudgedCatalog, tx: Any, trows: list[Any], prf: int, seed: int = 0) -> Any:
+    """The default ranker (``Reranker.fit``'s settings) fitted on the train split's candidate features."""
+    from vitrine.evaluate import Relevance
+    from vitrine.rerank import Reranker, grades
+
+    return Reranker.fit(tx, grades(trows, sorted(cat.judged["train"]), cat.ids, cat.judged["train"], Relevance()),
+                        [len(r) for r in trows], {"prf": prf}, seed=seed)
+
+
+def top_rows(ranker: Any, vx: Any, vrows: list[Any], queries: list[str], k: int = 100) -> dict[str, list[int]]:
+    """Each query's top ``k`` candidate rows in ``ranker``'s order (ties kept in candidate order)."""
+    import numpy as np
+
+    from vitrine.rerank import per_query
+
+    scores = per_query(ranker.score(vx), vrows)
+    return {q: [rows[i] for i in np.argsort(-s, kind="stable")[:k]]
+            for q, rows, s in zip(queries, vrows, scores, strict=True)}
+
+
 def val_metrics(cat: JudgedCatalog, run_rows: dict[str, list[int]], rel: Any) -> dict[str, float]:  # Relevance
     """nDCG@10, Recall@10 and Recall@100 of a run given as catalog rows per query, against the ``val`` split."""
     from vitrine.evaluate import score_run

@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from bench.quality.common import judged_catalog, retriever, val_metrics, write_report
+    from bench.quality.common import fit_default_ranker, judged_catalog, retriever, top_rows, val_metrics, write_report
     from vitrine.errors import VitrineError
     from vitrine.evaluate import Relevance
-    from vitrine.rerank import Reranker, candidate_builder, grades, per_query
+    from vitrine.rerank import candidate_builder
 
     rel = Relevance()
     try:
@@ -82,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         builder = candidate_builder(ids, titles, dense, 200, 200, "product", dense.index, args.prf)
         tx, trows = builder.build(tq, progress="train features")
         vx, vrows = builder.build(vq, progress="val features")
-        ranker = Reranker.fit(tx, grades(trows, tq, ids, judged["train"], rel), [len(r) for r in trows],
-                              {"prf": args.prf})
-        scores = per_query(ranker.score(vx), vrows)
-        run = {q: [rows[i] for i in np.argsort(-s, kind="stable")[:100]]
-               for q, rows, s in zip(vq, vrows, scores, strict=True)}
+        run = top_rows(fit_default_ranker(cat, tx, trows, args.prf), vx, vrows, vq)
         return {**measure(run), "seconds": round(time.time() - t0, 1)}
 
     results = [{"retriever": m.name, "dense": dense_alone(m)} for m in members]

@@ -28,24 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=int, default=25, help="missed products to list")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from bench.quality.common import judged_catalog, retriever, write_report
-    from vitrine.errors import VitrineError
+    from bench.quality.common import fit_default_ranker, open_judged, write_report
     from vitrine.evaluate import Relevance
-    from vitrine.rerank import Reranker, candidate_builder, feature_names, grades, per_query
+    from vitrine.rerank import candidate_builder, feature_names, per_query
 
     rel = Relevance()
-    try:
-        cat = judged_catalog(args.catalog, train=args.train, val=args.val)
-        dense, label = retriever(cat, args.model, args.workdir, args.embeddings, args.val)
-    except (VitrineError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    cat, dense, label = open_judged(args)
     tq, vq = sorted(cat.judged["train"]), sorted(cat.judged["val"])
     builder = candidate_builder(cat.ids, cat.titles, dense, 200, 200, "product", dense.index, args.prf)
     tx, trows = builder.build(tq, progress="train features")
     vx, vrows = builder.build(vq, progress="val features")
-    ranker = Reranker.fit(tx, grades(trows, tq, cat.ids, cat.judged["train"], rel), [len(r) for r in trows],
-                          {"prf": args.prf}, seed=0)
-    scores = per_query(ranker.score(vx), vrows)
+    scores = per_query(fit_default_ranker(cat, tx, trows, args.prf).score(vx), vrows)
     start = np.cumsum([0] + [len(r) for r in vrows])
     pos = {pid: i for i, pid in enumerate(cat.ids)}
     counts = {"found_at_100": 0, "candidate_below_100": 0, "not_a_candidate": 0}

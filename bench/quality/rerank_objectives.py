@@ -70,18 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from bench.quality.common import judged_catalog, retriever, val_metrics, write_report
-    from vitrine.errors import VitrineError
+    from bench.quality.common import open_judged, val_metrics, write_report
     from vitrine.evaluate import Relevance
     from vitrine.rerank import candidate_builder, grades, per_query
 
     rel = Relevance()
-    try:
-        cat = judged_catalog(args.catalog, train=args.train, val=args.val)
-        dense, label = retriever(cat, args.model, args.workdir, args.embeddings, args.val)
-        builder = candidate_builder(cat.ids, cat.titles, dense, 200, 200, "product", dense.index, args.prf)
-    except VitrineError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    cat, dense, label = open_judged(args)
+    builder = candidate_builder(cat.ids, cat.titles, dense, 200, 200, "product", dense.index, args.prf)
     ids, judged = cat.ids, cat.judged
     tq, vq = sorted(judged["train"]), sorted(judged["val"])
     tx, trows = builder.build(tq, progress="train features")

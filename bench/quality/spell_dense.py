@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from bench.quality.common import judged_catalog, retriever, val_metrics, write_report
+    from bench.quality.common import fit_default_ranker, judged_catalog, retriever, top_rows, val_metrics, write_report
     from vitrine.errors import VitrineError
     from vitrine.evaluate import Relevance
-    from vitrine.rerank import Reranker, candidate_builder, grades, per_query
+    from vitrine.rerank import candidate_builder
 
     rel = Relevance()
     try:
@@ -82,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         features_s, out = round(time.time() - t0, 1), []
         for seed in seeds:
             t1 = time.time()
-            ranker = Reranker.fit(tx, grades(trows, tq, ids, judged["train"], rel), [len(r) for r in trows],
-                                  {"prf": args.prf}, seed=seed)
-            scores = per_query(ranker.score(vx), vrows)
-            run = {q: [rows[i] for i in np.argsort(-s, kind="stable")[:100]]
-                   for q, rows, s in zip(vq, vrows, scores, strict=True)}
+            run = top_rows(fit_default_ranker(cat, tx, trows, args.prf, seed), vx, vrows, vq)
             out.append({**val_metrics(cat, run, rel), "seed": seed, "features_s": features_s,
                         "fit_s": round(time.time() - t1, 1)})
         return out

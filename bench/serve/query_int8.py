@@ -39,24 +39,17 @@ def timings(encoders: dict[str, object], queries: list[str], batch: int, rounds:
 
 def behind_ranker(cat, dense: dict[str, object]) -> dict[str, dict[str, float]]:  # noqa: ANN001 - JudgedCatalog
     """The default ranker fitted on fp32 train features, then ordering each precision's validation candidates."""
-    from bench.quality.common import val_metrics
+    from bench.quality.common import fit_default_ranker, top_rows, val_metrics
     from vitrine.evaluate import Relevance
-    from vitrine.rerank import Reranker, candidate_builder, grades, per_query
+    from vitrine.rerank import candidate_builder
 
-    rel, prf = Relevance(), 3
+    prf = 3
     tq, vq = sorted(cat.judged["train"]), sorted(cat.judged["val"])
     builders = {prec: candidate_builder(cat.ids, cat.titles, ret, 200, 200, "product", ret.index, prf)
                 for prec, ret in dense.items()}
-    tx, trows = builders["fp32"].build(tq, progress="train features")
-    ranker = Reranker.fit(tx, grades(trows, tq, cat.ids, cat.judged["train"], rel), [len(r) for r in trows],
-                          {"prf": prf}, seed=0)
-    out = {}
-    for prec, builder in builders.items():
-        vx, vrows = builder.build(vq, progress=f"val features, {prec}")
-        scores = per_query(ranker.score(vx), vrows)
-        out[prec] = val_metrics(cat, {q: [rows[i] for i in np.argsort(-s, kind="stable")[:100]]
-                                      for q, rows, s in zip(vq, vrows, scores, strict=True)}, rel)
-    return out
+    ranker = fit_default_ranker(cat, *builders["fp32"].build(tq, progress="train features"), prf)
+    return {prec: val_metrics(cat, top_rows(ranker, *builder.build(vq, progress=f"val features, {prec}"), vq),
+                              Relevance()) for prec, builder in builders.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
