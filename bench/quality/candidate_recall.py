@@ -48,12 +48,10 @@ def recall_table(sides: dict[str, np.ndarray], relevant: list[set[int]], depths:
 
 def main(argv: list[str] | None = None) -> int:
     """Retrieve with each list once, tabulate recall by depth, print and save JSON."""
+    from bench.quality.common import add_dense_flags
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="the dense model (as vitrine evaluate --model)")
-    p.add_argument("--workdir", default="runs")
-    p.add_argument("--embeddings", default="", help="that model's product vectors (skips embedding the catalog)")
-    p.add_argument("--catalog", required=True)
-    p.add_argument("--judgments", required=True, help="judged queries (the validation split)")
+    add_dense_flags(p)
     p.add_argument("--depths", default="100,200,300,500")
     p.add_argument("--lexical", default="product", help="word list: product (the ranker's default) or bm25 (stock)")
     p.add_argument("--output", required=True, help="folder for candidate_recall.json")

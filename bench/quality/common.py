@@ -32,6 +32,16 @@ def ranker_bench_parser(doc: str, prf: int) -> Any:
     return p
 
 
+def add_dense_flags(p: Any) -> None:
+    """The flags of a bench over one dense model and one judged catalog: ``--model``, ``--workdir``,
+    ``--embeddings``, ``--catalog`` and ``--judgments`` (the validation split)."""
+    p.add_argument("--model", required=True, help="the dense model (as vitrine evaluate --model)")
+    p.add_argument("--workdir", default="runs")
+    p.add_argument("--embeddings", default="", help="that model's product vectors (skips embedding the catalog)")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--judgments", required=True, help="judged queries (the validation split)")
+
+
 def judged_catalog(path: str, **splits: str) -> JudgedCatalog:
     """Read ``path`` and each split's judgments (e.g. ``train=..., val=...``), cleaned against the catalog."""
     from pipelines.common import catalog_index

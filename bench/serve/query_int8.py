@@ -54,12 +54,10 @@ def behind_ranker(cat, dense: dict[str, object]) -> dict[str, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m bench.serve.query_int8``."""
+    from bench.quality.common import add_dense_flags
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="models:/<name>@<alias> (registry in --workdir) or a model dir")
-    p.add_argument("--workdir", default="runs")
-    p.add_argument("--embeddings", default="", help="the model's product vectors (else the catalog is embedded)")
-    p.add_argument("--catalog", required=True)
-    p.add_argument("--judgments", required=True, help="judged queries to score (validation)")
+    add_dense_flags(p)
     p.add_argument("--train", default="", help="train judgments: also measure behind the default re-ranker")
     p.add_argument("--rounds", type=int, default=400, help="timed batches per batch size and precision")
     p.add_argument("--output", default="bench/results/query_int8.json")
