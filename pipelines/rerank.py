@@ -63,7 +63,12 @@ def fit_cross(job: RerankJob, reranker: Reranker, builder: Any, queries: list[st
 
     t0 = time.time()
     fit_q = [q for q, h in zip(queries, held, strict=True) if not h]
-    _, pool = builder.lexical.top(fit_q, job.cross_pool)
+    if job.cross_pool_from == "ranker":  # the unjudged products the first ranker puts first: what the blend re-scores
+        fx, _, f_rows = select(x, np.zeros(len(x)), rows, ~held)
+        pool = [top_k(s, r, job.cross_pool)[1] for s, r in zip(per_query(reranker.score(fx), f_rows), f_rows,
+                                                                  strict=True)]
+    else:
+        _, pool = builder.lexical.top(fit_q, job.cross_pool)
     pairs = training_pairs(fit_q, judged, ids, titles, pool, job.cross_negatives, rel.gain, job.seed)
     cross = CrossEncoder.pretrained(job.cross_encoder)
     import torch
@@ -90,7 +95,8 @@ def fit_cross(job: RerankJob, reranker: Reranker, builder: Any, queries: list[st
                    cross_held_ndcg_ranker=curve["0"], cross_held_ndcg_blend=curve[f"{weight:g}"]
                    if f"{weight:g}" in curve else float("nan"))
     reranker.cross = cross
-    reranker.meta.update(figures, cross_encoder=job.cross_encoder, cross_curve=curve)
+    reranker.meta.update(figures, cross_encoder=job.cross_encoder, cross_pool_from=job.cross_pool_from,
+                         cross_curve=curve)
     log.info("cross-encoder: weight %.2f on %d held-out queries (nDCG@10 %s)", weight, len(h_q), curve)
     return figures
 
@@ -148,6 +154,9 @@ def run(job: RerankJob) -> dict[str, Any]:
                           f"--cross_pool={job.cross_pool}: the cross-encoder re-scores at least 10 candidates "
                           "(--cross_top=30), chooses its weight on a held-out share in (0, 1) (0.1), takes a weight "
                           "<= 1 (or -1 to choose it), 0+ negatives from a pool of 1+, 0+ steps (0 = one pass)")
+    if job.cross_top and job.cross_pool_from not in ("words", "ranker"):
+        raise ConfigError(f"--cross_pool_from={job.cross_pool_from!r}: the cross-encoder's negatives come from "
+                          "'words' (the word list's top --cross_pool, the default) or 'ranker' (the ranker's)")
     if job.cross_top:  # before the ranker's features and fit, which take minutes
         from vitrine.model.encoders import resolve_text_encoder
 

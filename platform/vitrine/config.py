@@ -215,8 +215,9 @@ class RerankJob:
     gain_offset: float = 1.0
     cross_top: int = 0  # the ranker's top N re-scored by a cross-encoder (0 = none; 30: docs/quality.md)
     cross_encoder: str = "minilm"  # its initial weights: the shipped MiniLM or a local Hugging Face checkpoint dir
-    cross_negatives: int = 4  # unjudged products per training query, from the word list's top --cross_pool
+    cross_negatives: int = 4  # unjudged products per training query, from the top --cross_pool of:
     cross_pool: int = 30
+    cross_pool_from: str = "words"  # those negatives from: words (the word list) | ranker (its top; docs/quality.md)
     cross_steps: int = 0  # optimiser steps (0 = one pass over the pairs)
     cross_batch: int = 32
     cross_lr: float = 5e-5

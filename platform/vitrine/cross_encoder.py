@@ -9,7 +9,8 @@ with the ranker's rather than replacing it: alone it ranks below the ranker (it 
 also the retrievers' evidence).
 
 Training (``fit``): the judged TRAIN pairs, target ``gain / max gain``, plus ``negatives`` unjudged products
-from the word list's top ``pool`` per query, target 0 (hard negatives: they share the query's words);
+from the word list's top ``pool`` per query, target 0 (hard negatives: they share the query's words; or, with
+``--cross_pool_from=ranker``, from the first ranker's top ``pool``: the products the blend will re-score);
 pointwise binary cross-entropy with soft targets, one pass with warm-up then linear decay. Initialised from
 the shipped MiniLM (``"minilm"``) or any local Hugging Face checkpoint, mean pooling plus a linear head.
 

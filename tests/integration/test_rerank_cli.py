@@ -158,6 +158,17 @@ def test_rerank_with_a_cross_encoder(trained, capsys):
     assert sum(a[q] != b[q] for q in a) > len(a) // 2  # weight 1: the cross-encoder orders each top 10
     assert all(set(a[q]) == set(b[q]) for q in a)  # ... of the candidates the ranker put there
     assert reranked["metrics"]["ndcg@10"] > _evaluate(trained)["metrics"]["ndcg@10"]
+    from_ranker = trained / "ranker-cross-pool"  # negatives from the first ranker's top 30, not the word list's
+    assert main(["rerank", "--model=pretrained", f"--workdir={trained}", f"--out={from_ranker}", "--trees=60",
+                 "--cross_top=10", "--cross_steps=5", "--cross_holdout=0.2", "--cross_pool_from=ranker"]) == 0
+    pooled = json.loads((from_ranker / "reranker.json").read_text())
+    assert pooled["cross_pool_from"] == "ranker" and meta["cross_pool_from"] == "words"
+    # the same judged pairs; the ranker's candidates (three lists, 200 deep) always hold 4 unjudged products a
+    # query, the word list's top 30 over the small sample catalog not always
+    assert pooled["cross_pairs"] > meta["cross_pairs"]
+    assert main(["rerank", "--model=pretrained", "--cross_top=10", "--cross_pool_from=bm25",
+                 f"--workdir={trained}"]) == 2
+    assert "--cross_pool_from='bm25'" in capsys.readouterr().err
     assert main(["rerank", "--model=pretrained", "--cross_top=5", f"--workdir={trained}"]) == 2
     assert "the cross-encoder re-scores at least 10 candidates" in capsys.readouterr().err
     assert main(["rerank", "--model=pretrained", "--cross_top=30", f"--cross_encoder={trained / 'nope'}",
