@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 from pipelines.common import absolute, catalog_index, ray_session
 from vitrine import registry
 from vitrine.catalog.io import catalog_columns
-from vitrine.config import IndexConfig, IndexJob, flatten
+from vitrine.config import IndexConfig, IndexJob
+from vitrine.config_io import flatten
 from vitrine.errors import ConfigError, VitrineError
 from vitrine.index.embed import ProductEmbedder
 from vitrine.index.faiss_index import IndexSpec, recall_at_k, save_index, timed_build

@@ -32,7 +32,8 @@ from pipelines.common import absolute, catalog_index, ray_session
 from vitrine import registry
 from vitrine.catalog.io import read_table
 from vitrine.catalog.schema import clean_judgments
-from vitrine.config import EvaluateJob, IndexJob, flatten
+from vitrine.config import EvaluateJob, IndexJob
+from vitrine.config_io import flatten
 from vitrine.errors import ConfigError, VitrineError
 from vitrine.evaluate import (
     BM25Retriever,

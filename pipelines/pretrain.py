@@ -20,7 +20,8 @@ from vitrine.catalog.derive import derive_queries, title_queries
 from vitrine.catalog.io import has_images, read_table
 from vitrine.catalog.keywords import mine_keywords
 from vitrine.catalog.schema import clean_judgments
-from vitrine.config import DataConfig, PretrainJob, flatten
+from vitrine.config import DataConfig, PretrainJob
+from vitrine.config_io import flatten
 from vitrine.errors import ConfigError, VitrineError
 from vitrine.features import Featurizer, PairBuilder, judged_negatives
 from vitrine.lineage import code_version, data_snapshot

@@ -26,7 +26,8 @@ import yaml
 
 from pipelines import evaluate, pretrain
 from pipelines.common import absolute
-from vitrine.config import EvaluateJob, PretrainJob, ReportJob, from_dict, merge, parse_overrides
+from vitrine.config import EvaluateJob, PretrainJob, ReportJob
+from vitrine.config_io import from_dict, merge, parse_overrides
 from vitrine.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ from pipelines.evaluate import LEXICAL_MODELS, single_retriever
 from vitrine import registry
 from vitrine.catalog.io import read_table
 from vitrine.catalog.schema import clean_judgments
-from vitrine.config import EvaluateJob, RerankJob, flatten
+from vitrine.config import EvaluateJob, RerankJob
+from vitrine.config_io import flatten
 from vitrine.evaluate import Relevance, judgments_by_query
 from vitrine.rerank import Reranker, candidate_builder, grades
 
@@ -57,18 +58,20 @@ def fit_cross(job: RerankJob, reranker: Reranker, builder: Any, queries: list[st
               titles: list[str], rel: Relevance) -> dict[str, Any]:
     """Train the cross-encoder on the queries the ranker fitted, choose its blend weight on the held-out ones
     (or take ``--cross_weight``), attach both to ``reranker``; returns the figures."""
-    from vitrine.cross_encoder import CrossEncoder, choose_weight, training_pairs
+    from vitrine.cross_encoder import CrossEncoder, choose_weight, training_pairs, union_pools
     from vitrine.evaluate import ndcg_at_k
     from vitrine.rerank import per_query, top_k
 
     t0 = time.time()
     fit_q = [q for q, h in zip(queries, held, strict=True) if not h]
-    if job.cross_pool_from == "ranker":  # the unjudged products the first ranker puts first: what the blend re-scores
+    pool = []
+    if job.cross_pool_from in ("ranker", "mix"):  # the unjudged products the first ranker puts first: re-scored
         fx, _, f_rows = select(x, np.zeros(len(x)), rows, ~held)
         pool = [top_k(s, r, job.cross_pool)[1] for s, r in zip(per_query(reranker.score(fx), f_rows), f_rows,
                                                                   strict=True)]
-    else:
-        _, pool = builder.lexical.top(fit_q, job.cross_pool)
+    if job.cross_pool_from in ("words", "mix"):
+        _, words = builder.lexical.top(fit_q, job.cross_pool)
+        pool = union_pools(pool, words) if pool else words
     pairs = training_pairs(fit_q, judged, ids, titles, pool, job.cross_negatives, rel.gain, job.seed)
     cross = CrossEncoder.pretrained(job.cross_encoder)
     import torch
@@ -154,9 +157,10 @@ def run(job: RerankJob) -> dict[str, Any]:
                           f"--cross_pool={job.cross_pool}: the cross-encoder re-scores at least 10 candidates "
                           "(--cross_top=30), chooses its weight on a held-out share in (0, 1) (0.1), takes a weight "
                           "<= 1 (or -1 to choose it), 0+ negatives from a pool of 1+, 0+ steps (0 = one pass)")
-    if job.cross_top and job.cross_pool_from not in ("words", "ranker"):
+    if job.cross_top and job.cross_pool_from not in ("words", "ranker", "mix"):
         raise ConfigError(f"--cross_pool_from={job.cross_pool_from!r}: the cross-encoder's negatives come from "
-                          "'words' (the word list's top --cross_pool, the default) or 'ranker' (the ranker's)")
+                          "'words' (the word list's top --cross_pool, the default), 'ranker' (the ranker's) or "
+                          "'mix' (both tops in one pool)")
     if job.cross_top:  # before the ranker's features and fit, which take minutes
         from vitrine.model.encoders import resolve_text_encoder
 

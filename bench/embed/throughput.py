@@ -33,7 +33,8 @@ import yaml
 from bench.train.machine import load_average, machine, write_result
 from pipelines.common import catalog_index, ray_session
 from pipelines.embed_index import embed_catalog, embedder_kwargs
-from vitrine.config import IndexJob, PretrainJob, flatten, from_dict, merge, parse_overrides
+from vitrine.config import IndexJob, PretrainJob
+from vitrine.config_io import flatten, from_dict, merge, parse_overrides
 
 log = logging.getLogger("bench.embed")
 REPO = Path(__file__).resolve().parents[2]

@@ -24,7 +24,8 @@ import torch
 
 from bench.train.machine import load_average, machine, write_result
 from bench.train.throughput import plain_setup, real_batch
-from vitrine.config import PretrainJob, load_config
+from vitrine.config import PretrainJob
+from vitrine.config_io import load_config
 from vitrine.train.loop import train_step
 
 REPO = Path(__file__).resolve().parents[2]

@@ -35,7 +35,8 @@ from pipelines.common import catalog_index, ray_session
 from pipelines.pretrain import build_dataset, load_query_log
 from vitrine import registry
 from vitrine.catalog.keywords import mine_keywords
-from vitrine.config import PretrainJob, flatten, load_config
+from vitrine.config import PretrainJob
+from vitrine.config_io import flatten, load_config
 from vitrine.features import Featurizer, PairBuilder
 from vitrine.losses import MemoryBank
 from vitrine.model.encoders import resolve_text_encoder

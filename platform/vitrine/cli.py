@@ -27,9 +27,8 @@ from vitrine.config import (
     ReportJob,
     RerankJob,
     ServeJob,
-    flatten,
-    load_config,
 )
+from vitrine.config_io import flatten, load_config
 from vitrine.errors import ConfigError, VitrineError
 
 JOBS: dict[str, tuple[type, str, str]] = {

@@ -10,7 +10,8 @@ also the retrievers' evidence).
 
 Training (``fit``): the judged TRAIN pairs, target ``gain / max gain``, plus ``negatives`` unjudged products
 from the word list's top ``pool`` per query, target 0 (hard negatives: they share the query's words; or, with
-``--cross_pool_from=ranker``, from the first ranker's top ``pool``: the products the blend will re-score);
+``--cross_pool_from=ranker``, from the first ranker's top ``pool``: the products the blend will re-score; with
+``mix``, from the union of both tops);
 pointwise binary cross-entropy with soft targets, one pass with warm-up then linear decay. Initialised from
 the shipped MiniLM (``"minilm"``) or any local Hugging Face checkpoint, mean pooling plus a linear head.
 
@@ -160,6 +161,16 @@ def training_pairs(queries: list[str], judged: dict[str, dict[str, float]], ids:
         out += [(q, titles[row_of[p]], gain(v) / top) for p, v in labels.items() if p in row_of]
         pool = [int(r) for r in rows if r >= 0 and ids[int(r)] not in labels]
         out += [(q, titles[r], 0.0) for r in rng.sample(pool, min(negatives, len(pool)))]
+    return out
+
+
+def union_pools(first: list[np.ndarray] | np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Per query, the rows of ``first`` then those of ``second`` not already in it (-1 pads dropped, then
+    padded again to one width): the ``mix`` pool, both lists' tops in one draw."""
+    merged = [list(dict.fromkeys(int(r) for r in (*a, *b) if r >= 0)) for a, b in zip(first, second, strict=True)]
+    out = np.full((len(merged), max(map(len, merged), default=0)), -1, np.int64)
+    for i, m in enumerate(merged):
+        out[i, :len(m)] = m
     return out
 
 

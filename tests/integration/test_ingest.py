@@ -10,7 +10,8 @@ import time
 import pytest
 
 from pipelines.pretrain import build_dataset, check_ingest
-from vitrine.config import PretrainJob, load_config
+from vitrine.config import PretrainJob
+from vitrine.config_io import load_config
 from vitrine.errors import ConfigError
 from vitrine.train import ingest
 

@@ -166,6 +166,11 @@ def test_rerank_with_a_cross_encoder(trained, capsys):
     # the same judged pairs; the ranker's candidates (three lists, 200 deep) always hold 4 unjudged products a
     # query, the word list's top 30 over the small sample catalog not always
     assert pooled["cross_pairs"] > meta["cross_pairs"]
+    mixed = trained / "mix-cross-pool"  # both tops in one pool: never fewer negatives than either alone
+    assert main(["rerank", "--model=pretrained", f"--workdir={trained}", f"--out={mixed}", "--trees=60",
+                 "--cross_top=10", "--cross_steps=5", "--cross_holdout=0.2", "--cross_pool_from=mix"]) == 0
+    both = json.loads((mixed / "reranker.json").read_text())
+    assert both["cross_pool_from"] == "mix" and both["cross_pairs"] == pooled["cross_pairs"]
     assert main(["rerank", "--model=pretrained", "--cross_top=10", "--cross_pool_from=bm25",
                  f"--workdir={trained}"]) == 2
     assert "--cross_pool_from='bm25'" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from vitrine.cli import JOBS, build_parser
-from vitrine.config import load_config
+from vitrine.config_io import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = yaml.safe_load((REPO / "ray_cluster.yaml").read_text())

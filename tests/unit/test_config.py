@@ -7,18 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vitrine.config import (
-    SAMPLE_CATALOG,
-    DemoJob,
-    EvaluateJob,
-    IndexJob,
-    PretrainJob,
-    ServeJob,
-    flatten,
-    from_dict,
-    load_config,
-    parse_overrides,
-)
+from vitrine.config import SAMPLE_CATALOG, DemoJob, EvaluateJob, IndexJob, PretrainJob, ServeJob
+from vitrine.config_io import flatten, from_dict, load_config, parse_overrides
 from vitrine.errors import ConfigError, VitrineError
 
 

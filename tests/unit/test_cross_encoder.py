@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from vitrine.cross_encoder import CrossEncoder, blend, choose_weight, order_top, training_pairs, zscore
+from vitrine.cross_encoder import CrossEncoder, blend, choose_weight, order_top, training_pairs, union_pools, zscore
 from vitrine.errors import ConfigError
 from vitrine.evaluate import Relevance, judgments_by_query
 
@@ -56,6 +56,14 @@ def test_training_pairs_grade_judged_pairs_and_draw_unjudged_negatives():
     pairs = training_pairs(["q"], judged, ids, titles, np.array([[0, 2, 3, -1]]), 1, rel.gain)
     assert pairs[:2] == [("q", "t0", 1.0), ("q", "t1", 0.0)]
     assert len(pairs) == 3 and pairs[2][1] in {"t2", "t3"} and pairs[2][2] == 0.0
+
+
+def test_union_pools_keeps_the_first_pools_order_then_adds_the_seconds_new_rows():
+    ranker = [np.array([4, 2, 7]), np.array([1])]
+    words = np.array([[2, 5, -1], [-1, -1, -1]])
+    merged = union_pools(ranker, words)
+    assert merged.tolist() == [[4, 2, 7, 5], [1, -1, -1, -1]]
+    assert union_pools([np.array([], np.int64)], np.array([[-1]])).shape == (1, 0)
 
 
 def test_a_minilm_cross_encoder_learns_the_sample_and_reads_back(tmp_path):

@@ -10,7 +10,8 @@ import pytest
 
 from pipelines.pretrain import add_title_queries
 from vitrine.catalog.derive import title_queries, title_words
-from vitrine.config import PretrainJob, load_config
+from vitrine.config import PretrainJob
+from vitrine.config_io import load_config
 from vitrine.errors import ConfigError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "platform" / "vitrine" / "sample"

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from vitrine import registry
-from vitrine.config import PretrainJob, from_dict, to_dict
+from vitrine.config import PretrainJob
+from vitrine.config_io import from_dict, to_dict
 from vitrine.faults import crash_point
 from vitrine.train.averaging import WeightAverage
 from vitrine.train.loop import apply_lr, build_optimizer, load_state, regroup, save_state, to_device, train_step
